@@ -1,0 +1,75 @@
+"""Synthesize every environment in config/ (plus the bootstrap stack) into cdktf.out/.
+
+    python main.py                       # what cdktf.json runs; all environments
+    python main.py --environment staging # only the named ones (bootstrap still covers all)
+
+Configuration is validated before the CDK is even loaded: a mistake is reported as one line
+per problem and exit status 2, and the previous cdktf.out/ is left as it was. Output is
+written to a temporary directory and swapped into place only when synthesis succeeded.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from core.settings import CONFIG_DIR, ConfigError, available_environments, load_environments
+
+EXIT_CONFIG_ERROR = 2
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--environment", action="append", metavar="NAME",
+                        help="synthesize only this environment (repeatable); default: all")
+    parser.add_argument("--config-dir", type=Path, default=CONFIG_DIR,
+                        help="folder of <environment>.yaml files (default: config/)")
+    parser.add_argument("--outdir", type=Path,
+                        default=Path(os.environ.get("CDKTF_OUTDIR", "cdktf.out")),
+                        help="output folder (default: $CDKTF_OUTDIR or cdktf.out)")
+    return parser.parse_args(argv)
+
+
+def synthesize(environments, outdir: Path) -> None:
+    """Synthesize into a sibling temporary folder, then swap it in for ``outdir``."""
+    from stacks import build_app  # the CDK loads only once the configuration is known good
+
+    outdir = outdir.resolve()
+    outdir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    try:
+        build_app(environments, str(staging)).synth()
+        previous = outdir.with_name(f".{outdir.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        if outdir.exists():
+            outdir.rename(previous)
+        staging.rename(outdir)
+        shutil.rmtree(previous, ignore_errors=True)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    names = args.environment or available_environments(args.config_dir)
+    if not names:
+        print(f"error: {args.config_dir}: no <environment>.yaml files; add one "
+              "(see config/production.yaml)", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    try:
+        environments = load_environments(names, args.config_dir)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return EXIT_CONFIG_ERROR
+    synthesize(environments, args.outdir)
+    stacks = ", ".join(["bootstrap", *(env.environment for env in environments)])
+    print(f"synthesized {stacks} into {args.outdir}/stacks/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

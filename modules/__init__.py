@@ -1,0 +1,1 @@
+"""Constructs, one per concern, each configured by a small frozen dataclass."""

@@ -1,0 +1,100 @@
+"""The VPC: one public and one private subnet in one availability zone."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.cdk import (CloudwatchLogGroup, Construct, DataAwsIamPolicyDocument,
+                      DefaultSecurityGroup, Eip, FlowLog, IamRole, IamRolePolicy,
+                      InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation,
+                      Subnet, Vpc)
+
+ANYWHERE = "0.0.0.0/0"
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Inputs of :class:`Network`.
+
+    name: prefix of every Name tag and named resource.
+    nat_gateway: give the private subnet a way out (packages, images, SSM) through a NAT
+        gateway in the public subnet; without it private hosts reach nothing outside the VPC.
+    flow_log_retention_days: how long VPC flow logs are kept in CloudWatch Logs.
+    """
+
+    name: str
+    vpc_cidr: str
+    public_subnet_cidr: str
+    private_subnet_cidr: str
+    availability_zone: str
+    nat_gateway: bool = True
+    flow_log_retention_days: int = 365
+
+
+class Network(Construct):
+    """VPC, subnets, internet and NAT gateways, routes, a closed default group, flow logs."""
+
+    def __init__(self, scope: Construct, id: str, config: NetworkConfig):
+        super().__init__(scope, id)
+        name = config.name
+        vpc = Vpc(self, "vpc", cidr_block=config.vpc_cidr, enable_dns_support=True,
+                  enable_dns_hostnames=True, tags={"Name": f"{name}-vpc"})
+        # Hosts get public addresses only on purpose (LB-01's Elastic IP), never by default.
+        public = Subnet(self, "public", vpc_id=vpc.id, cidr_block=config.public_subnet_cidr,
+                        availability_zone=config.availability_zone,
+                        map_public_ip_on_launch=False, tags={"Name": f"{name}-public"})
+        private = Subnet(self, "private", vpc_id=vpc.id, cidr_block=config.private_subnet_cidr,
+                         availability_zone=config.availability_zone,
+                         map_public_ip_on_launch=False, tags={"Name": f"{name}-private"})
+
+        gateway = InternetGateway(self, "internet-gateway", vpc_id=vpc.id,
+                                  tags={"Name": f"{name}-igw"})
+        public_routes = RouteTable(self, "public-routes", vpc_id=vpc.id,
+                                   tags={"Name": f"{name}-public"})
+        Route(self, "public-default-route", route_table_id=public_routes.id,
+              destination_cidr_block=ANYWHERE, gateway_id=gateway.id)
+        RouteTableAssociation(self, "public-routes-association", subnet_id=public.id,
+                              route_table_id=public_routes.id)
+
+        private_routes = RouteTable(self, "private-routes", vpc_id=vpc.id,
+                                    tags={"Name": f"{name}-private"})
+        RouteTableAssociation(self, "private-routes-association", subnet_id=private.id,
+                              route_table_id=private_routes.id)
+        self.nat_public_ip = None
+        if config.nat_gateway:
+            nat_address = Eip(self, "nat-address", domain="vpc",
+                              tags={"Name": f"{name}-nat"}, depends_on=[gateway])
+            nat = NatGateway(self, "nat-gateway", allocation_id=nat_address.id,
+                             subnet_id=public.id, tags={"Name": f"{name}-nat"})
+            Route(self, "private-default-route", route_table_id=private_routes.id,
+                  destination_cidr_block=ANYWHERE, nat_gateway_id=nat.id)
+            self.nat_public_ip = nat_address.public_ip
+
+        # Declaring the default group with no rules empties it: nothing can use it by mistake.
+        DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id, ingress=[],
+                             egress=[], tags={"Name": f"{name}-default-closed"})
+        self._flow_logs(name, vpc.id, config.flow_log_retention_days)
+
+        self.vpc_id = vpc.id
+        self.public_subnet_id = public.id
+        self.private_subnet_id = private.id
+
+    def _flow_logs(self, name: str, vpc_id: str, retention_days: int) -> None:
+        log_group = CloudwatchLogGroup(self, "flow-log-group",
+                                       name=f"/vpc/{name}/flow-logs",
+                                       retention_in_days=retention_days)
+        trust = DataAwsIamPolicyDocument(self, "flow-log-trust", statement=[{
+            "actions": ["sts:AssumeRole"],
+            "principals": [{"type": "Service", "identifiers": ["vpc-flow-logs.amazonaws.com"]}],
+        }])
+        role = IamRole(self, "flow-log-role", name=f"{name}-flow-logs",
+                       assume_role_policy=trust.json)
+        write_logs = DataAwsIamPolicyDocument(self, "flow-log-permissions", statement=[{
+            "actions": ["logs:CreateLogStream", "logs:PutLogEvents",
+                        "logs:DescribeLogStreams"],
+            "resources": [f"{log_group.arn}:*"],
+        }])
+        IamRolePolicy(self, "flow-log-policy", role=role.id, name="write-flow-logs",
+                      policy=write_logs.json)
+        FlowLog(self, "flow-log", vpc_id=vpc_id, traffic_type="ALL",
+                log_destination=log_group.arn, iam_role_arn=role.arn,
+                tags={"Name": f"{name}-flow-logs"})

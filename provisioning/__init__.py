@@ -1,0 +1,1 @@
+"""What runs on each host: the cloud-config user data and the files it installs."""

@@ -1,0 +1,86 @@
+"""One environment of the design: network, security groups, five kinds of host, NFS storage."""
+from __future__ import annotations
+
+from core.cdk import AwsProvider, S3Backend, TerraformOutput, TerraformStack
+from core.settings import KIBANA_PORT, ROLES, Settings
+from modules.host import Host, HostConfig, UbuntuAmi
+from modules.host_role import HostRole, HostRoleConfig
+from modules.network import Network, NetworkConfig
+from modules.nfs_storage import NfsStorage, NfsStorageConfig
+from modules.security_groups import SecurityGroups, SecurityGroupsConfig
+from provisioning import user_data
+
+# Hosts whose loss loses data: protected from termination when settings.protect_data is on.
+DATA_ROLES = ("db", "nfs")
+
+
+class EnvironmentStack(TerraformStack):
+    """Everything one ``config/<environment>.yaml`` describes, in one Terraform state."""
+
+    def __init__(self, scope, settings: Settings):
+        super().__init__(scope, settings.environment)
+        prefix = settings.name_prefix
+        AwsProvider(self, "aws", region=settings.region, default_tags=[{"tags": {
+            "Project": settings.project, "Environment": settings.environment,
+            "ManagedBy": "cdktf", **settings.tags}}])
+        S3Backend(self, bucket=settings.state_bucket, region=settings.region, encrypt=True,
+                  key=f"{settings.environment}/terraform.tfstate")
+        # S3-native state locking (Terraform >= 1.10): no DynamoDB table to create.
+        self.add_override("terraform.backend.s3.use_lockfile", True)
+
+        network = Network(self, "network", NetworkConfig(
+            name=prefix, vpc_cidr=settings.network.vpc_cidr,
+            public_subnet_cidr=settings.network.public_subnet_cidr,
+            private_subnet_cidr=settings.network.private_subnet_cidr,
+            availability_zone=settings.availability_zone,
+            nat_gateway=settings.network.nat_gateway,
+            flow_log_retention_days=settings.network.flow_log_retention_days))
+        groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
+            name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
+        ubuntu = UbuntuAmi(self, "ubuntu")
+        storage = NfsStorage(self, "nfs-storage", NfsStorageConfig(
+            name=f"{prefix}-backups", environment=settings.environment,
+            availability_zone=settings.availability_zone, size_gb=settings.nfs.volume_size_gb,
+            protect=settings.protect_data))
+
+        hosts: dict[str, Host] = {}
+        for role in ROLES:
+            identity = HostRole(self, f"{role}-identity", HostRoleConfig(
+                name=f"{prefix}-{role}", statements=_permissions(settings, role)))
+            subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
+            for name, address in zip(settings.host_names(role), settings.private_ips(role)):
+                hosts[name] = Host(self, name, HostConfig(
+                    name=name, role=role, environment=settings.environment,
+                    instance_type=getattr(settings.instance_types, role),
+                    ami_id=ubuntu.id, subnet_id=subnet, security_group_id=groups.ids[role],
+                    private_ip=address, instance_profile=identity.instance_profile_name,
+                    user_data=user_data.render(
+                        settings, role, name,
+                        nfs_volume_id=storage.volume_id if role == "nfs" else None),
+                    protect=settings.protect_data and role in DATA_ROLES,
+                    public_address=role == "lb"))
+        storage.attach(hosts["NFS-01"].instance_id)
+
+        TerraformOutput(self, "lb_public_ip", value=hosts["LB-01"].public_ip,
+                        description="Point the domain's DNS A record here")
+        TerraformOutput(self, "hosts", description="Every host by name: role, ID, address",
+                        value={name: {"role": host.role, "instance_id": host.instance_id,
+                                      "private_ip": host.private_ip}
+                               for name, host in hosts.items()})
+        TerraformOutput(self, "kibana_url",
+                        value=f"http://{settings.private_ips('log')[0]}:{KIBANA_PORT}",
+                        description="Reach it through SSM port forwarding or the admin network")
+        TerraformOutput(self, "db_password_parameter", value=settings.db_password_parameter)
+
+
+def _permissions(settings: Settings, role: str) -> list[dict]:
+    """IAM statements beyond SSM access, per role: only the database password is shared."""
+    parameter = (f"arn:aws:ssm:{settings.region}:*:parameter"
+                 f"{settings.db_password_parameter}")
+    if role == "db":
+        # DB-01 generates the password at first boot and is the only writer.
+        return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
+                 "resources": [parameter]}]
+    if role == "app":
+        return [{"actions": ["ssm:GetParameter"], "resources": [parameter]}]
+    return []
