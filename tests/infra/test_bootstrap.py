@@ -1,0 +1,98 @@
+"""The bootstrap stack: the state bucket and the roles GitHub Actions assumes."""
+import json
+
+import pytest
+
+from tests.infra.test_environment import resources
+
+
+@pytest.fixture(scope="module")
+def bootstrap(stack_json):
+    return stack_json("bootstrap")
+
+
+def only(stack: dict, kind: str) -> dict:
+    (resource,) = resources(stack, kind).values()
+    return resource
+
+
+def test_bootstrap_keeps_its_own_state_locally(bootstrap):
+    assert bootstrap["terraform"]["backend"] == {"local": {"path": "terraform.tfstate"}}
+
+
+def test_state_bucket_is_versioned_encrypted_private_and_kept(bootstrap):
+    assert only(bootstrap, "aws_s3_bucket")["lifecycle"] == {"prevent_destroy": True}
+    versioning = only(bootstrap, "aws_s3_bucket_versioning")
+    assert versioning["versioning_configuration"] == {"status": "Enabled"}
+    (rule,) = only(bootstrap, "aws_s3_bucket_server_side_encryption_configuration")["rule"]
+    assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "aws:kms"}
+    block = only(bootstrap, "aws_s3_bucket_public_access_block")
+    assert all(block[flag] is True for flag in (
+        "block_public_acls", "block_public_policy", "ignore_public_acls",
+        "restrict_public_buckets"))
+    (lifecycle,) = only(bootstrap, "aws_s3_bucket_lifecycle_configuration")["rule"]
+    assert lifecycle["noncurrent_version_expiration"] == [{"noncurrent_days": 90}]
+    assert lifecycle["abort_incomplete_multipart_upload"] == [{"days_after_initiation": 7}]
+
+
+def test_state_bucket_refuses_plain_http(bootstrap):
+    documents = bootstrap["data"]["aws_iam_policy_document"]
+    (statement,) = next(d for k, d in documents.items() if k.startswith("state_tls-only"))[
+        "statement"]
+    assert statement["effect"] == "Deny" and statement["actions"] == ["s3:*"]
+    assert statement["condition"] == [{"test": "Bool", "variable": "aws:SecureTransport",
+                                       "values": ["false"]}]
+
+
+def trust_subjects(bootstrap: dict, environment: str, purpose: str) -> list[str]:
+    documents = bootstrap["data"]["aws_iam_policy_document"]
+    document = next(d for k, d in documents.items()
+                    if k.startswith(f"github_{environment}-{purpose}-trust"))
+    (statement,) = document["statement"]
+    assert statement["actions"] == ["sts:AssumeRoleWithWebIdentity"]
+    conditions = {c["variable"]: c for c in statement["condition"]}
+    assert conditions["token.actions.githubusercontent.com:aud"]["values"] == [
+        "sts.amazonaws.com"]
+    subject = conditions["token.actions.githubusercontent.com:sub"]
+    assert subject["test"] == "StringEquals"  # no wildcards in who may assume the role
+    return subject["values"]
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_plan_role_serves_pull_requests_and_main(bootstrap, environment):
+    assert trust_subjects(bootstrap, environment, "plan") == [
+        "repo:example-org/web-platform:pull_request",
+        "repo:example-org/web-platform:ref:refs/heads/main"]
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_deploy_role_serves_only_its_github_environment(bootstrap, environment):
+    assert trust_subjects(bootstrap, environment, "deploy") == [
+        f"repo:example-org/web-platform:environment:{environment}"]
+
+
+def test_deploy_role_cannot_manage_the_github_roles(bootstrap):
+    roles = {r["name"] for r in resources(bootstrap, "aws_iam_role").values()}
+    assert roles == {f"github-webapp-{env}-{purpose}" for env in ("production", "staging")
+                     for purpose in ("plan", "deploy")}
+    documents = json.dumps(bootstrap["data"]["aws_iam_policy_document"])
+    assert "role/webapp-production-*" in documents
+    assert not any(name.startswith("webapp-") for name in roles)
+
+
+def test_plan_role_is_read_only_and_cannot_read_secrets(bootstrap):
+    attachments = [a["policy_arn"] for a in
+                   resources(bootstrap, "aws_iam_role_policy_attachment").values()]
+    assert attachments.count("arn:aws:iam::aws:policy/ReadOnlyAccess") == 2
+    documents = bootstrap["data"]["aws_iam_policy_document"]
+    plan = next(d for k, d in documents.items()
+                if k.startswith("github_production-plan-permissions"))
+    deny = next(s for s in plan["statement"] if s.get("effect") == "Deny")
+    assert deny["actions"] == ["ssm:GetParameter*"]
+    writes = next(s for s in plan["statement"] if s.get("effect") != "Deny")
+    bucket = next(iter(resources(bootstrap, "aws_s3_bucket")))
+    assert writes["resources"] == [f"${{aws_s3_bucket.{bucket}.arn}}/production/*.tflock"]
+
+
+def test_outputs_name_the_role_arns_for_the_workflows(bootstrap):
+    assert {"state_bucket", "plan_role_arns", "deploy_role_arns"} <= set(bootstrap["output"])
