@@ -1,0 +1,96 @@
+"""Synthesis benchmark: a full ``python main.py`` next to its floor, side by side.
+
+The floor is a process that only imports the provider submodules the project uses (``import
+core.cdk``): jsii loading the bindings is time no project code can save. Everything above it
+is ours. Each engine installed (cdktf, cdktn) is measured in the same run; each figure is the
+median of ``--runs`` fresh processes, with peak memory summed over the process tree (Python
+and the Node.js process jsii starts).
+
+    python benchmarks/synth.py [--runs 3] [--engines cdktf,cdktn]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 1.15
+ENGINE_PACKAGES = {"cdktf": "cdktf", "cdktn": "cdktn"}
+
+
+def _tree_rss_kib(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += next(int(line.split()[1]) for line in status.splitlines()
+                          if line.startswith("VmRSS:"))
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError, StopIteration):
+            continue
+    return total
+
+
+def measure(command: list[str], engine: str) -> tuple[float, int]:
+    """Wall seconds and peak tree memory (MiB) of one run of ``command``."""
+    env = dict(os.environ, CDK_ENGINE=engine)
+    started = time.perf_counter()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _tree_rss_kib(process.pid))
+        time.sleep(0.02)
+    elapsed = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"error: {' '.join(command)} failed:\n"
+                         f"{process.stderr.read().decode(errors='replace')}")
+    return elapsed, peak // 1024
+
+
+def median_of(runs: int, command: list[str], engine: str) -> tuple[float, int]:
+    samples = [measure(command, engine) for _ in range(runs)]
+    return (statistics.median(s[0] for s in samples),
+            int(statistics.median(s[1] for s in samples)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--engines", default=",".join(ENGINE_PACKAGES),
+                        help="comma-separated engines to measure, if installed")
+    args = parser.parse_args()
+    engines = [e for e in args.engines.split(",")
+               if e in ENGINE_PACKAGES and importlib.util.find_spec(ENGINE_PACKAGES[e])]
+    if not engines:
+        print("error: --engines: none of them is installed; pip install -r requirements.txt",
+              file=sys.stderr)
+        return 2
+    print(f"{'engine':8} {'what':6} {'wall s':>7} {'peak MiB':>9}")
+    verdicts = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for engine in engines:
+            floor = median_of(args.runs, [sys.executable, "-c", "import core.cdk"], engine)
+            full = median_of(args.runs, [sys.executable, "main.py", "--outdir",
+                                         str(Path(scratch) / engine)], engine)
+            for what, (wall, peak) in (("floor", floor), ("full", full)):
+                print(f"{engine:8} {what:6} {wall:7.2f} {peak:9d}")
+            ratio = full[0] / floor[0]
+            verdicts.append(f"{engine}: full / floor = {ratio:.2f}x (target <= {TARGET_RATIO}x)"
+                            f"{'' if ratio <= TARGET_RATIO else '  OVER TARGET'}")
+    print("\n".join(verdicts))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
