@@ -1,9 +1,24 @@
-# The two commands of the README. Both create .venv on first use.
+# The README's commands. Each creates its virtualenv on first use.
+#   make synth | make test               CDK for Terraform (the default engine)
+#   make synth ENGINE=cdktn | make test ENGINE=cdktn   the same on CDK Terrain
 PYTHON ?= python3
-VENV ?= .venv
-BIN := $(VENV)/bin
+ENGINE ?= cdktf
 
-.PHONY: synth test lint clean
+ifeq ($(ENGINE),cdktf)
+VENV ?= .venv
+ENGINE_REQUIREMENTS := requirements.txt
+else ifeq ($(ENGINE),cdktn)
+VENV ?= .venv-cdktn
+ENGINE_REQUIREMENTS := requirements-cdktn.txt
+else
+$(error ENGINE=$(ENGINE) is not an engine; use cdktf or cdktn)
+endif
+
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
+export CDK_ENGINE := $(ENGINE)
+
+.PHONY: synth test lint bench clean
 
 ## synth: synthesize every environment and the bootstrap stack into cdktf.out/
 synth: $(VENV)/.installed-runtime
@@ -17,15 +32,21 @@ test: $(VENV)/.installed-dev
 lint: $(VENV)/.installed-dev
 	$(BIN)/python -m flake8
 
-$(VENV)/.installed-runtime: requirements.txt constraints.txt
+## bench: synthesis on both engines, side by side
+bench:
+	$(MAKE) ENGINE=cdktf .venv/.installed-runtime
+	$(MAKE) ENGINE=cdktn .venv-cdktn/.installed-runtime
+	.venv/bin/python benchmarks/synth.py --python cdktf=.venv/bin/python \
+		--python cdktn=.venv-cdktn/bin/python
+
+$(VENV)/.installed-runtime: $(ENGINE_REQUIREMENTS) requirements-common.txt constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
+	$(PIP) -r $(ENGINE_REQUIREMENTS)
 	touch $@
 
-$(VENV)/.installed-dev: requirements.txt requirements-dev.txt constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
-	touch $@ $(VENV)/.installed-runtime
+$(VENV)/.installed-dev: $(VENV)/.installed-runtime requirements-dev.txt
+	$(PIP) -r $(ENGINE_REQUIREMENTS) -r requirements-dev.txt
+	touch $@
 
 clean:
-	rm -rf $(VENV) cdktf.out .pytest_cache
+	rm -rf .venv .venv-cdktn cdktf.out .pytest_cache

@@ -2,11 +2,13 @@
 
 The floor is a process that only imports the provider submodules the project uses (``import
 core.cdk``): jsii loading the bindings is time no project code can save. Everything above it
-is ours. Each engine installed (cdktf, cdktn) is measured in the same run; each figure is the
-median of ``--runs`` fresh processes, with peak memory summed over the process tree (Python
-and the Node.js process jsii starts).
+is ours. Both engines (cdktf, cdktn) are measured in the same run, each under its own
+interpreter (``--python ENGINE=PATH``; by default this one, for every engine it has); each
+figure is the median of ``--runs`` fresh processes, with peak memory summed over the process
+tree (Python and the Node.js process jsii starts).
 
-    python benchmarks/synth.py [--runs 3] [--engines cdktf,cdktn]
+    make bench      # builds .venv and .venv-cdktn, then runs this script with both
+    python benchmarks/synth.py [--runs 3] [--python cdktf=.venv/bin/python ...]
 """
 from __future__ import annotations
 
@@ -67,21 +69,27 @@ def median_of(runs: int, command: list[str], engine: str) -> tuple[float, int]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
-    parser.add_argument("--engines", default=",".join(ENGINE_PACKAGES),
-                        help="comma-separated engines to measure, if installed")
+    parser.add_argument("--python", action="append", default=[], metavar="ENGINE=PATH",
+                        help="interpreter that has ENGINE installed (repeatable)")
     args = parser.parse_args()
-    engines = [e for e in args.engines.split(",")
-               if e in ENGINE_PACKAGES and importlib.util.find_spec(ENGINE_PACKAGES[e])]
-    if not engines:
-        print("error: --engines: none of them is installed; pip install -r requirements.txt",
-              file=sys.stderr)
+    interpreters = {engine: sys.executable for engine, package in ENGINE_PACKAGES.items()
+                    if importlib.util.find_spec(package)}
+    for choice in args.python:
+        engine, _, path = choice.partition("=")
+        if engine not in ENGINE_PACKAGES or not Path(path).is_file():
+            print(f"error: --python {choice}: expected ENGINE=PATH with ENGINE one of "
+                  f"{', '.join(ENGINE_PACKAGES)} and PATH an interpreter", file=sys.stderr)
+            return 2
+        interpreters[engine] = path
+    if not interpreters:
+        print("error: no CDK engine installed; run `make synth` first", file=sys.stderr)
         return 2
     print(f"{'engine':8} {'what':6} {'wall s':>7} {'peak MiB':>9}")
     verdicts = []
     with tempfile.TemporaryDirectory() as scratch:
-        for engine in engines:
-            floor = median_of(args.runs, [sys.executable, "-c", "import core.cdk"], engine)
-            full = median_of(args.runs, [sys.executable, "main.py", "--outdir",
+        for engine, python in sorted(interpreters.items()):
+            floor = median_of(args.runs, [python, "-c", "import core.cdk"], engine)
+            full = median_of(args.runs, [python, "main.py", "--outdir",
                                          str(Path(scratch) / engine)], engine)
             for what, (wall, peak) in (("floor", floor), ("full", full)):
                 print(f"{engine:8} {what:6} {wall:7.2f} {peak:9d}")
