@@ -19,6 +19,10 @@ from pathlib import Path
 from core.settings import CONFIG_DIR, ConfigError, available_environments, load_environments
 
 EXIT_CONFIG_ERROR = 2
+# What `terraform init/apply` leaves in a stack's folder: provider cache, lock file and, for
+# the bootstrap stack, its local state. A new synthesis carries them over instead of deleting.
+TERRAFORM_WORKING_FILES = (".terraform", ".terraform.lock.hcl", "terraform.tfstate",
+                           "terraform.tfstate.backup")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +46,7 @@ def synthesize(environments, outdir: Path) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
         build_app(environments, str(staging)).synth()
+        _carry_over_terraform_files(outdir, staging)
         previous = outdir.with_name(f".{outdir.name}.previous")
         shutil.rmtree(previous, ignore_errors=True)
         if outdir.exists():
@@ -50,6 +55,16 @@ def synthesize(environments, outdir: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _carry_over_terraform_files(previous: Path, new: Path) -> None:
+    for stack in (previous / "stacks").glob("*"):
+        target = new / "stacks" / stack.name
+        if not target.is_dir():
+            continue
+        for name in TERRAFORM_WORKING_FILES:
+            if (stack / name).exists():
+                (stack / name).rename(target / name)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,6 @@ class BootstrapStack(TerraformStack):
             state_bucket_arn=bucket.bucket_arn))
         TerraformOutput(self, "state_bucket", value=bucket.bucket_name)
         TerraformOutput(self, "plan_role_arns", value=github.plan_role_arns,
-                        description="AWS_PLAN_ROLE_ARN of each GitHub environment")
+                        description="Repository variables AWS_PLAN_ROLE_ARN_<ENVIRONMENT>")
         TerraformOutput(self, "deploy_role_arns", value=github.deploy_role_arns,
                         description="AWS_DEPLOY_ROLE_ARN of each GitHub environment")

@@ -8,7 +8,7 @@ from modules.host_role import HostRole, HostRoleConfig
 from modules.network import Network, NetworkConfig
 from modules.nfs_storage import NfsStorage, NfsStorageConfig
 from modules.security_groups import SecurityGroups, SecurityGroupsConfig
-from provisioning import user_data
+from provisioning import parameters, user_data
 
 # Hosts whose loss loses data: protected from termination when settings.protect_data is on.
 DATA_ROLES = ("db", "nfs")
@@ -74,13 +74,26 @@ class EnvironmentStack(TerraformStack):
 
 
 def _permissions(settings: Settings, role: str) -> list[dict]:
-    """IAM statements beyond SSM access, per role: only the database password is shared."""
-    parameter = (f"arn:aws:ssm:{settings.region}:*:parameter"
-                 f"{settings.db_password_parameter}")
+    """IAM statements beyond SSM access, per role: the secrets hosts create and share.
+
+    Each secret is written only by the host that generates it at first boot and read only by
+    the hosts that use it (names in provisioning/parameters.py). SecureStrings use the AWS
+    managed key aws/ssm, whose key policy already admits calls made through SSM.
+    """
+    def arns(*names: str) -> list[str]:
+        return [f"arn:aws:ssm:{settings.region}:*:parameter{name}" for name in names]
+
     if role == "db":
-        # DB-01 generates the password at first boot and is the only writer.
+        # DB-01 generates the app's database password and is its only writer.
         return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
-                 "resources": [parameter]}]
+                 "resources": arns(parameters.db_password(settings))}]
+    if role == "log":
+        # LOG-01 generates Elasticsearch's and Kibana's secrets.
+        return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
+                 "resources": arns(f"{parameters.log_secrets_prefix(settings)}/*")}]
     if role == "app":
-        return [{"actions": ["ssm:GetParameter"], "resources": [parameter]}]
+        # The app's database password, and Filebeat's password for Elasticsearch.
+        return [{"actions": ["ssm:GetParameter"],
+                 "resources": arns(parameters.db_password(settings),
+                                   parameters.filebeat_password(settings))}]
     return []

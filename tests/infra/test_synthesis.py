@@ -84,3 +84,22 @@ def test_checkov_fails_a_known_bad_fixture():
                       "--config-file", str(REPO / ".checkov.yaml"))
     failed = {check for check, _ in summary["failed_checks"]}
     assert {"CKV_AWS_24", "CKV_AWS_3", "CKV_AWS_79"} <= failed
+
+
+def test_terraform_working_files_survive_a_new_synthesis(tmp_path):
+    """The bootstrap stack's local state and every stack's `terraform init` are kept."""
+    outdir = tmp_path / "cdktf.out"
+    bootstrap = outdir / "stacks" / "bootstrap"
+    (bootstrap / ".terraform" / "providers").mkdir(parents=True)
+    (bootstrap / "terraform.tfstate").write_text('{"serial": 7}')
+    (bootstrap / ".terraform.lock.hcl").write_text("# lock")
+    (outdir / "stacks" / "retired").mkdir()
+    (outdir / "stacks" / "retired" / "terraform.tfstate").write_text("{}")
+
+    main.synthesize(main.load_environments(["staging"]), outdir)
+
+    assert (bootstrap / "terraform.tfstate").read_text() == '{"serial": 7}'
+    assert (bootstrap / ".terraform.lock.hcl").read_text() == "# lock"
+    assert (bootstrap / ".terraform" / "providers").is_dir()
+    assert (bootstrap / "cdk.tf.json").is_file()
+    assert not (outdir / "stacks" / "retired").exists()
