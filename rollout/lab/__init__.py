@@ -1,0 +1,1 @@
+"""A local stand-in for the platform: demo app, local app-deploy, fleet and load generator."""

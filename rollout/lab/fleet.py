@@ -1,0 +1,325 @@
+"""The platform on one machine: a real Caddy as LB-01 and N app hosts on loopback addresses.
+
+Each host has its own address (127.0.0.2, 127.0.0.3, ... need no set-up on Linux), so every
+one uses port 5000 for the app and 5001 for the real health agent
+(``provisioning/files/health_agent.py``), as on AWS. Caddy runs the config from
+``provisioning.caddy.caddy_config`` with its admin API on a free port. The fleet writes a local
+inventory for ``scripts/rolling_update.py``. Used by the end-to-end tests and the benchmark.
+"""
+from __future__ import annotations
+
+import ctypes
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from provisioning.caddy import caddy_config
+from rollout.hosts import in_parallel
+from rollout.model import APP_PORT, HEALTH_AGENT_PORT
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+HEALTH_AGENT = REPO_ROOT / "provisioning" / "files" / "health_agent.py"
+ROLLING_UPDATE = REPO_ROOT / "scripts" / "rolling_update.py"
+ENVIRONMENT = "lab"
+
+
+class LabError(RuntimeError):
+    """The lab could not be brought up."""
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG: the kernel stops this child if the test run that started it dies.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _bindable(address: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((address, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_loopback_addresses(count: int, ports: tuple[int, ...] = (APP_PORT, HEALTH_AGENT_PORT)
+                            ) -> list[str]:
+    """``count`` consecutive loopback addresses where every one of ``ports`` is free.
+
+    127.0.0.2 onwards first; if another run holds them, a random 127.x.y.0/24 block.
+    """
+    rng = random.Random()
+    blocks = ["127.0.0"] + [f"127.{rng.randint(1, 254)}.{rng.randint(0, 254)}"
+                            for _ in range(20)]
+    for block in blocks:
+        addresses = [f"{block}.{n}" for n in range(2, 2 + count)]
+        if all(_bindable(a, p) for a in addresses for p in ports):
+            return addresses
+    raise LabError(f"no {count} free loopback addresses with ports {ports} free")
+
+
+def http_get(host: str, port: int, path: str, timeout: float = 2.0,
+             headers: dict | None = None) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@dataclass
+class LabHost:
+    """One app host of the lab."""
+
+    name: str
+    address: str
+    state_dir: Path
+    agent: subprocess.Popen | None = None
+
+    @property
+    def upstream(self) -> str:
+        return f"{self.address}:{APP_PORT}"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://{self.address}:{HEALTH_AGENT_PORT}/health"
+
+
+class LocalFleet:
+    """Caddy + ``size`` app hosts on loopback; a context manager that cleans up everything."""
+
+    def __init__(self, workdir: Path, size: int, *, image: str = "registry.local/app:v1",
+                 caddy: str = "caddy", health_interval: str = "250ms",
+                 health_timeout: str = "500ms", app_startup: float = 0.2,
+                 agent_app_timeout: float = 0.3, unhealthy_images: dict | None = None,
+                 in_caddy: int | None = None) -> None:
+        self.workdir = Path(workdir)
+        self.size = size
+        self.image = image
+        self.caddy_bin = caddy
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.app_startup = app_startup
+        self.agent_app_timeout = agent_app_timeout
+        # host name -> images that fail their health check on that host only
+        self.unhealthy_images = unhealthy_images or {}
+        # how many of the hosts Caddy's config lists at start (the rest "joined" later)
+        self.in_caddy = size if in_caddy is None else in_caddy
+        self.hosts: list[LabHost] = []
+        self.caddy: subprocess.Popen | None = None
+        self.admin_port = 0
+        self.http_port = 0
+        self.inventory_path = self.workdir / "inventory.yaml"
+        self._owner_pid = os.getpid()
+
+    # ------------------------------------------------------------------------ life cycle
+
+    def __enter__(self) -> "LocalFleet":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        addresses = free_loopback_addresses(self.size)
+        self.hosts = [LabHost(f"APP-{n}", address, self.workdir / f"APP-{n}")
+                      for n, address in enumerate(addresses, 1)]
+        for host in self.hosts:
+            host.state_dir.mkdir(parents=True, exist_ok=True)
+            host.agent = self._spawn(
+                [sys.executable, str(HEALTH_AGENT), "--listen", host.address,
+                 "--port", str(HEALTH_AGENT_PORT),
+                 "--drain-file", str(host.state_dir / "drain"),
+                 "--app-health-url", f"http://{host.address}:{APP_PORT}/health",
+                 "--app-timeout", str(self.agent_app_timeout)],
+                host.state_dir / "agent.log")
+        results = in_parallel(lambda h: self.app_deploy(h, self.image, drain_seconds=0),
+                              self.hosts)
+        for host, result in zip(self.hosts, results):
+            if result.returncode != 0:
+                raise LabError(f"{host.name}: initial deploy failed: {result.stderr.strip()}")
+        self._start_caddy()
+        self.write_inventory()
+
+    def stop(self) -> None:
+        processes = [p for p in [self.caddy] + [h.agent for h in self.hosts] if p]
+        for host in self.hosts:
+            pid = self._app_pid(host)
+            if pid:
+                _signal(pid, signal.SIGTERM)
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+        deadline = time.monotonic() + 5
+        for host in self.hosts:
+            pid = self._app_pid(host)
+            while pid and _running(pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if pid and _running(pid):
+                _signal(pid, signal.SIGKILL)
+        self.caddy = None
+
+    def _spawn(self, argv: list[str], log_path: Path, env: dict | None = None
+               ) -> subprocess.Popen:
+        log = open(log_path, "ab")
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                    env=env, preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+
+    def _start_caddy(self) -> None:
+        self.admin_port = free_port()
+        self.http_port = free_port()
+        config = caddy_config(
+            [h.upstream for h in self.hosts[:self.in_caddy]],
+            domain=None, listen=[f"127.0.0.1:{self.http_port}"],
+            admin_listen=f"127.0.0.1:{self.admin_port}",
+            health_interval=self.health_interval, health_timeout=self.health_timeout,
+            legacy_caddy=True)
+        path = self.workdir / "caddy.json"
+        path.write_text(json.dumps(config, indent=2))
+        home = self.workdir / "caddy-home"
+        env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
+               "XDG_CONFIG_HOME": str(home / "config")}
+        self.caddy = self._spawn([self.caddy_bin, "run", "--config", str(path)],
+                                 self.workdir / "caddy.log", env=env)
+        served = set()
+        expected = {h.name for h in self.hosts[:self.in_caddy]}
+        deadline = time.monotonic() + 15
+        while served != expected:
+            if self.caddy.poll() is not None:
+                raise LabError(f"caddy exited: {self.caddy_log()[-800:]}")
+            if time.monotonic() > deadline:
+                raise LabError(f"caddy did not serve every host within 15s (saw {served})")
+            try:
+                status, body = http_get("127.0.0.1", self.http_port, "/", timeout=1)
+                if status == 200:
+                    served.add(json.loads(body)["host"])
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.05)
+
+    # ------------------------------------------------------------------------ helpers
+
+    def deploy_command(self, host: LabHost) -> list[str]:
+        argv = [sys.executable, "-m", "rollout.lab.app_deploy",
+                "--state-dir", str(host.state_dir), "--bind", host.address,
+                "--name", host.name, "--startup-seconds", str(self.app_startup),
+                "--watch-pid", str(self._owner_pid)]
+        for image in self.unhealthy_images.get(host.name, []):
+            argv += ["--unhealthy-image", image]
+        return argv
+
+    def app_deploy(self, host: LabHost, *args: str, drain_seconds: float = 0.5,
+                   health_timeout: float = 10) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DRAIN_SECONDS": str(drain_seconds),
+               "HEALTH_TIMEOUT": str(health_timeout), "PYTHONPATH": str(REPO_ROOT)}
+        return subprocess.run([*self.deploy_command(host), *args], env=env, cwd=REPO_ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    def status(self, host: LabHost) -> dict:
+        result = self.app_deploy(host, "status")
+        return json.loads(result.stdout)
+
+    def images(self) -> dict[str, str]:
+        statuses = in_parallel(self.status, self.hosts)
+        return {h.name: s["image"] for h, s in zip(self.hosts, statuses)}
+
+    def statuses(self) -> dict[str, dict]:
+        return dict(zip((h.name for h in self.hosts), in_parallel(self.status, self.hosts)))
+
+    def commands(self, host: LabHost) -> list[str]:
+        try:
+            lines = (host.state_dir / "commands.log").read_text().splitlines()
+        except OSError:
+            return []
+        return [line.split(" ", 1)[1] for line in lines]
+
+    def startup_times(self, host: LabHost) -> list[float]:
+        try:
+            return [float(x) for x in (host.state_dir / "startup.log").read_text().split()]
+        except OSError:
+            return []
+
+    def caddy_log(self) -> str:
+        try:
+            return (self.workdir / "caddy.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def write_inventory(self, hosts: list[LabHost] | None = None,
+                        admin: str | None = None) -> Path:
+        data = {
+            "environment": ENVIRONMENT,
+            "caddy": {"admin": admin or f"http://127.0.0.1:{self.admin_port}"},
+            "lock_file": str(self.workdir / "rollout.lock"),
+            "hosts": [{"name": h.name, "upstream": h.upstream, "health_url": h.health_url,
+                       "deploy_command": self.deploy_command(h),
+                       "env": {"PYTHONPATH": str(REPO_ROOT)}}
+                      for h in (self.hosts if hosts is None else hosts)],
+        }
+        self.inventory_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return self.inventory_path
+
+    def rollout_argv(self, *args: str) -> list[str]:
+        return [sys.executable, str(ROLLING_UPDATE), "--inventory", str(self.inventory_path),
+                "--environment", ENVIRONMENT, *args]
+
+    def _app_pid(self, host: LabHost) -> int | None:
+        try:
+            return json.loads((host.state_dir / "state.json").read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
+
+
+def _signal(pid: int, signum: int) -> None:
+    # Only our own demo apps: the pid file could be stale and the pid reused.
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    if b"demo_app.py" in cmdline:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"

@@ -1,0 +1,191 @@
+"""End to end on 127.0.0.0/8: Debian's Caddy as LB-01, four app hosts (each with the real health
+agent and the local app-deploy), and keep-alive clients that never retry, sending GET and POST
+requests with bodies for the whole rollout. Not one request may fail."""
+import json
+import os
+import queue
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from rollout.lab.fleet import LocalFleet, free_port, http_get
+from rollout.lab.load import LoadGenerator
+from tests.conftest import require_tool
+
+pytestmark = pytest.mark.e2e
+
+V1, V2 = "registry.local/app:v1", "registry.local/app:v2"
+# Caddy probes every 200 ms here, so 0.4 s covers one probe interval plus the requests in
+# flight (the engine also checks that Caddy saw the drain before touching the app).
+FAST = ["--drain-seconds", "0.4", "--check-interval", "0.1", "--healthy-checks", "2"]
+CLIENTS = 8
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """``lab(size, **options)`` starts a LocalFleet; every one is stopped at the end."""
+    caddy = require_tool("caddy")
+    fleets = []
+
+    def make(size=4, **options):
+        fleet = LocalFleet(tmp_path / f"lab-{len(fleets)}", size, image=V1, caddy=caddy,
+                           health_interval="200ms", app_startup=0.1, **options)
+        fleets.append(fleet)
+        fleet.start()
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        fleet.stop()
+
+
+def rolling_update(fleet, *args, env=None, timeout=120):
+    return subprocess.run(fleet.rollout_argv(*FAST, *args), capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def wait_for(condition, timeout=10.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def traffic_flowing(load, more=40):
+    """Wait until ``more`` further requests were answered."""
+    target = load.stats.sent + more
+    wait_for(lambda: load.stats.sent >= target, what=f"{more} more requests")
+
+
+def assert_no_request_lost(load):
+    stats = load.stats
+    assert stats.failed == 0, f"{stats.failed} of {stats.sent} failed: {stats.failures[:5]}"
+    assert stats.connections == CLIENTS, "a keep-alive connection was closed under a client"
+    assert stats.sent >= 200 and stats.posts >= stats.sent // 2 - CLIENTS
+
+
+@pytest.mark.parametrize("batch", ["1", "50%"])
+def test_good_rollout_moves_every_host_without_losing_a_request(lab, tmp_path, batch):
+    fleet = lab()
+    summary = tmp_path / "summary.md"
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        traffic_flowing(load)
+        done = rolling_update(fleet, "--image", V2, "--batch-size", batch,
+                              env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+        finished = time.monotonic()
+        traffic_flowing(load)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet.images() == {f"APP-{n}": V2 for n in range(1, 5)}
+    assert_no_request_lost(load)
+    assert set(load.stats.versions) == {V1, V2}
+    assert set(load.stats.versions_after(finished)) == {V2}
+    assert re.search(r"^\d\d:\d\d:\d\dZ  host 3 of 4 +APP-3 +deploying " + re.escape(V2),
+                     done.stdout, re.M)
+    table = summary.read_text()
+    assert f"### Rolling update of lab to {V2}: succeeded" in table
+    assert table.count(f"| `{V1}` | `{V2}` | updated |") == 4
+    assert all(not s["drained"] for s in fleet.statuses().values())
+
+
+def test_bad_image_fails_its_health_check_and_the_fleet_stays_on_the_old_version(lab):
+    fleet = lab()
+    bad = "registry.local/app:v2-unhealthy"
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        traffic_flowing(load)
+        done = rolling_update(fleet, "--image", bad, "--health-timeout", "1")
+        traffic_flowing(load)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert fleet.images() == {f"APP-{n}": V1 for n in range(1, 5)}
+    assert_no_request_lost(load)
+    assert set(load.stats.versions) == {V1}
+    assert f"rolled back to {V1}: app-deploy {bad}: app-deploy: {bad} failed its health " \
+           "check within 1s" in done.stdout
+    # The rollout stopped at the first host.
+    for host in fleet.hosts[1:]:
+        assert set(fleet.commands(host)) <= {"status", V1}
+    assert all(not s["drained"] and s["healthy"] for s in fleet.statuses().values())
+
+
+def test_a_host_failing_late_rolls_back_the_hosts_already_updated(lab):
+    fleet = lab(unhealthy_images={"APP-3": [V2]})
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        traffic_flowing(load)
+        done = rolling_update(fleet, "--image", V2, "--health-timeout", "1")
+        finished = time.monotonic()
+        traffic_flowing(load)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert fleet.images() == {f"APP-{n}": V1 for n in range(1, 5)}
+    assert_no_request_lost(load)
+    assert set(load.stats.versions) == {V1, V2}
+    assert set(load.stats.versions_after(finished)) == {V1}
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()
+            if line.startswith("APP-")}
+    assert "rolled back (rollout stopped)" in rows["APP-1"]
+    assert "rolled back (rollout stopped)" in rows["APP-2"]
+    assert f"rolled back to {V1}" in rows["APP-3"]
+    assert "not started (rollout stopped)" in rows["APP-4"]
+
+
+def test_unreachable_admin_api_touches_no_host(lab):
+    fleet = lab()
+    before = {h.name: fleet.commands(h) for h in fleet.hosts}
+    fleet.write_inventory(admin=f"http://127.0.0.1:{free_port()}")
+    done = rolling_update(fleet, "--image", V2)
+    assert done.returncode == 3
+    assert "Caddy admin API" in done.stderr and "no host was touched" in done.stderr
+    assert {h.name: fleet.commands(h) for h in fleet.hosts} == before
+    assert fleet.images() == {f"APP-{n}": V1 for n in range(1, 5)}
+
+
+def test_killed_mid_run_then_run_again_completes(lab):
+    fleet = lab()
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        traffic_flowing(load)
+        process = subprocess.Popen(fleet.rollout_argv(*FAST, "--image", V2),
+                                   stdout=subprocess.PIPE, text=True)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in process.stdout],
+                         daemon=True).start()
+        deadline = time.monotonic() + 60
+        while True:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+            if re.search(r"host 2 of 4 +APP-2 +deploying", line):
+                break
+        process.kill()                      # SIGKILL: no clean-up of any kind
+        process.wait(10)
+        assert fleet.statuses()["APP-2"]["drained"]
+
+        again = rolling_update(fleet, "--image", V2)
+        finished = time.monotonic()
+        traffic_flowing(load)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert fleet.images() == {f"APP-{n}": V2 for n in range(1, 5)}
+    assert all(not s["drained"] for s in fleet.statuses().values())
+    assert_no_request_lost(load)
+    assert set(load.stats.versions_after(finished)) == {V2}
+    assert re.search(rf"APP-1 +already on {re.escape(V2)}: skipped", again.stdout)
+    assert re.search(r"APP-2 +is drained \(left by an interrupted run\?\)", again.stdout)
+
+
+def test_sync_only_adds_a_new_host_to_caddy(lab):
+    fleet = lab(size=5, in_caddy=4)
+    done = rolling_update(fleet, "--sync-only")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(r"APP-5 +joined the load balancer", done.stdout)
+    status, body = http_get("127.0.0.1", fleet.admin_port, "/id/app-upstreams/upstreams",
+                            headers={"Host": f"127.0.0.1:{fleet.admin_port}"})
+    assert status == 200
+    assert [u["dial"] for u in json.loads(body)] == [h.upstream for h in fleet.hosts]
+    seen = set()
+
+    def reached_app5():
+        seen.add(json.loads(http_get("127.0.0.1", fleet.http_port, "/")[1])["host"])
+        return "APP-5" in seen
+    wait_for(reached_app5, what="a request served by APP-5")
+    # Nothing to do the second time: no config change at all.
+    again = rolling_update(fleet, "--sync-only")
+    assert again.returncode == 0 and "Caddy's upstreams match the 5 app hosts" in again.stdout
