@@ -18,7 +18,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt
 export CDK_ENGINE := $(ENGINE)
 
-.PHONY: synth test lint bench clean
+.PHONY: synth test lint bench diagrams cost clean
 
 ## synth: synthesize every environment and the bootstrap stack into cdktf.out/
 synth: $(VENV)/.installed-runtime
@@ -31,6 +31,15 @@ test: $(VENV)/.installed-dev
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/python -m flake8
+
+## diagrams: redraw docs/implementation.svg and docs/cloud.svg from the synthesized JSON
+diagrams: synth
+	$(BIN)/python scripts/diagrams.py
+
+## cost: monthly estimate of every environment, and the README's production table
+cost: synth
+	$(BIN)/python scripts/cost.py
+	$(BIN)/python scripts/cost.py production --update-doc README.md
 
 ## bench: synthesis on both engines, side by side
 bench:
