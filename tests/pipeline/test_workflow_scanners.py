@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+import yaml
 from pipeline_support import WORKFLOWS, venv_tool
 
 BAD_WORKFLOW = textwrap.dedent("""\
@@ -73,6 +74,17 @@ def test_the_schema_check_rejects_an_invalid_workflow(tmp_path):
     result = check_jsonschema(invalid)
 
     assert result.returncode == 1 and "invalid.yml" in result.stdout
+
+
+def test_dependabot_config_matches_its_schema_and_covers_the_pinned_actions():
+    pytest.importorskip("check_jsonschema")
+    config = WORKFLOWS.parent / "dependabot.yml"
+    result = run([sys.executable, "-m", "check_jsonschema", "--builtin-schema",
+                  "vendor.dependabot", str(config)])
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    ecosystems = {u["package-ecosystem"] for u in yaml.safe_load(config.read_text())["updates"]}
+    assert "github-actions" in ecosystems
 
 
 # --------------------------------------------------------------------------- zizmor
