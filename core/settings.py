@@ -166,11 +166,6 @@ class Settings(_Section):
         """Prefix of every named AWS resource of this environment."""
         return f"{self.project}-{self.environment}"
 
-    @property
-    def db_password_parameter(self) -> str:
-        """SSM SecureString written by DB-01 at first boot and read by the APP hosts."""
-        return f"/{self.project}/{self.environment}/db/password"
-
     def host_names(self, role: str) -> list[str]:
         """The design's host names for a role: LB-01, APP-1..N, DB-01, NFS-01, LOG-01."""
         if role == "app":

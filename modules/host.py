@@ -1,10 +1,11 @@
 """One EC2 host, hardened the same way whatever its role."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional
 
-from core.cdk import Construct, DataAwsAmi, Eip, Fn, Instance
+from core.cdk import Construct, DataAwsAmi, Eip, Instance
 
 # Ubuntu 24.04 LTS, published by Canonical: cloud-init, the SSM agent and current PostgreSQL,
 # Docker and NFS packages in its archive, and security updates until 2029.
@@ -25,6 +26,36 @@ class UbuntuAmi(Construct):
         self.id = image.id
 
 
+# The placeholder a CDK token (a reference such as a volume ID) takes inside a Python string,
+# the same in cdktf and CDK Terrain; the engine replaces it with ${resource.attribute}.
+_CDK_TOKEN = re.compile(r"\$\{TfToken\[[^\]]+\]\}")
+_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _hcl_literal(text: str) -> str:
+    """``text`` inside an HCL quoted string: escaped, and ``${``/``%{`` made literal."""
+    escaped = "".join(_HCL_ESCAPES.get(c, c if c >= " " else f"\\u{ord(c):04x}") for c in text)
+    escaped = escaped.replace("${", "$${").replace("%{", "%%{")
+    # "$$${" or "%%%{" could be read two ways; no host file needs one.
+    if "$$$" in escaped or "%%%" in escaped:
+        raise ValueError("user data may not contain '$${' or '%%{'")
+    return escaped
+
+
+def terraform_string(text: str) -> str:
+    """An HCL quoted string of ``text``: literal, except the CDK tokens it contains.
+
+    cdktf's Fn helpers refuse or mangle text with quotes, backslashes or ``${`` (any shell
+    script), so the user data's function calls are written as Terraform expressions here.
+    """
+    parts, position = [], 0
+    for token in _CDK_TOKEN.finditer(text):
+        parts += [_hcl_literal(text[position:token.start()]), token.group()]
+        position = token.end()
+    parts.append(_hcl_literal(text[position:]))
+    return '"' + "".join(parts) + '"'
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """Inputs of :class:`Host`.
@@ -34,6 +65,8 @@ class HostConfig:
     private_ip: fixed address in the subnet. user_data: the cloud-config run at first boot.
     protect: refuse API termination and ``terraform destroy`` (hosts that hold data).
     public_address: give the host an Elastic IP (LB-01 only).
+    boot_after: resources that must exist before the host boots, such as its subnet's route
+        to the internet (first boot installs packages).
     """
 
     name: str
@@ -49,6 +82,7 @@ class HostConfig:
     root_volume_gb: int = 20
     protect: bool = False
     public_address: bool = False
+    boot_after: tuple = ()
 
 
 class Host(Construct):
@@ -56,6 +90,7 @@ class Host(Construct):
 
     def __init__(self, scope: Construct, id: str, config: HostConfig):
         super().__init__(scope, id)
+        user_data = terraform_string(config.user_data)
         instance = Instance(
             self, "instance",
             ami=config.ami_id,
@@ -64,7 +99,9 @@ class Host(Construct):
             vpc_security_group_ids=[config.security_group_id],
             private_ip=config.private_ip,
             iam_instance_profile=config.instance_profile,
-            user_data=config.user_data,
+            # Gzipped by Terraform: the APP hosts' cloud-config is larger than EC2's 16 KB
+            # limit as plain text; cloud-init unpacks it.
+            user_data_base64=f"${{base64gzip({user_data})}}",
             monitoring=True,
             ebs_optimized=True,
             disable_api_termination=config.protect,
@@ -78,12 +115,14 @@ class Host(Construct):
                 "Role": config.role,
                 "Environment": config.environment,
                 # User data runs at first boot only. A change must not silently replace a
-                # running host, so the instance ignores it; this tag makes the change visible
-                # in the plan as an in-place tag update (see the README).
-                "UserDataSha256": Fn.sha256(config.user_data),
+                # running host, so the instance ignores it; this tag (of the plain text, so
+                # it does not depend on the compressor) makes the change visible in the plan
+                # as an in-place tag update (see docs/hosts.md).
+                "UserDataSha256": f"${{sha256({user_data})}}",
             },
-            lifecycle={"ignore_changes": ["ami", "user_data"],
+            lifecycle={"ignore_changes": ["ami", "user_data_base64"],
                        "prevent_destroy": config.protect},
+            depends_on=list(config.boot_after) or None,
         )
         self.role = config.role
         self.instance_id = instance.id

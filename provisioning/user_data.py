@@ -1,11 +1,82 @@
-"""Cloud-config user data for each role, generated from the environment's settings."""
+"""Cloud-config user data for each role, generated from the environment's settings.
+
+``render(settings, role, host_name)`` returns the cloud-config that turns a fresh Ubuntu 24.04
+host into that host, with no manual step. It is plain text known at synthesis: the only
+Terraform reference in any user data is NFS-01's volume ID. No secret is in it: hosts create
+or read their secrets in SSM Parameter Store at run time (``provisioning/parameters.py``).
+
+User data runs once, at the first boot; hosts ignore later changes (see docs/hosts.md).
+Print one host's user data with::
+
+    python -m provisioning.user_data production APP-1
+"""
 from __future__ import annotations
 
+import argparse
+import sys
 from typing import Optional
 
-import yaml
+from core.settings import (APP_PORT, HEALTH_AGENT_PORT, POSTGRES_PORT, ROLES, ConfigError,
+                           Settings, load_environment)
+from provisioning import images, logging_stack, parameters
+from provisioning.caddy import caddy_config
+from provisioning.cloud_config import CloudConfig, env_file, file_text, template_text
 
-from core.settings import Settings
+# Caddy's active health check of each APP host's health agent. A drained host is out of the
+# pool after one interval x fails (plus a probe's timeout); app-deploy waits that long plus
+# the longest request (the reference app's statement timeout) before stopping a container.
+HEALTH_INTERVAL_SECONDS = 2
+HEALTH_TIMEOUT_SECONDS = 1
+HEALTH_PASSES = 2
+HEALTH_FAILS = 1
+IN_FLIGHT_SECONDS = 5
+# The agent must answer Caddy within its timeout, even when the app does not.
+AGENT_APP_TIMEOUT_SECONDS = 0.8
+CADDY_ADMIN = "localhost:2019"
+
+DRAIN_FILE = "/run/app/drain"
+APP_CONTAINER = "app"
+APP_HEALTH_TIMEOUT_SECONDS = 120
+APP_STOP_TIMEOUT_SECONDS = 30
+APP_DB_POOL_SIZE = 8
+# At first boot DB-01 may still be installing PostgreSQL: wait for it much longer.
+FIRST_BOOT_WAIT_SECONDS = 1800
+
+APP_DB_NAME = "app"
+APP_DB_USER = "app"
+NFS_ROOT = "/srv/nfs"
+BACKUP_SUBDIR = "backups"
+BACKUP_MOUNT = "/mnt/backups"
+# Ubuntu's "backup" user and group (34:34) own the backups; every NFS client is mapped to it.
+BACKUP_OWNER = "34:34"
+
+SCRIPTS = "/usr/local/sbin"
+DOCKER_DAEMON = {
+    # Bounded container logs: Filebeat ships them, the disk must not fill up.
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "5"},
+    # Containers keep running while unattended-upgrades restarts the Docker daemon.
+    "live-restore": True,
+}
+
+
+def drain_seconds() -> int:
+    """How long a drained host waits before its container may stop: see the constants."""
+    return HEALTH_INTERVAL_SECONDS * HEALTH_FAILS + HEALTH_TIMEOUT_SECONDS + IN_FLIGHT_SECONDS
+
+
+def load_balancer_config(settings: Settings, *, legacy_caddy: bool = False) -> dict:
+    """LB-01's Caddy configuration: every APP host, checked through its health agent.
+
+    legacy_caddy: the same for Caddy 2.6.2 (Debian's, which the tests validate with); LB-01
+    itself runs images.CADDY_IMAGE.
+    """
+    return caddy_config(
+        [f"{address}:{APP_PORT}" for address in settings.private_ips("app")],
+        domain=settings.domain, acme_email=settings.acme_email,
+        health_port=HEALTH_AGENT_PORT, health_interval=f"{HEALTH_INTERVAL_SECONDS}s",
+        health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
+        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN, legacy_caddy=legacy_caddy)
 
 
 def render(settings: Settings, role: str, host_name: str, *,
@@ -14,10 +85,244 @@ def render(settings: Settings, role: str, host_name: str, *,
 
     nfs_volume_id: NFS-01 only, the ID of its backup volume (a Terraform reference).
     """
-    document = {
-        "hostname": host_name.lower(),
-        "package_update": True,
-        "package_upgrade": True,
-        "packages": ["unattended-upgrades"],
-    }
-    return "#cloud-config\n" + yaml.safe_dump(document, sort_keys=False)
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
+    if host_name not in settings.host_names(role):
+        raise ValueError(f"{host_name} is not a {role} host of {settings.environment}")
+    if (role == "nfs") != (nfs_volume_id is not None):
+        raise ValueError("nfs_volume_id is required for NFS-01 and only for NFS-01")
+    config = CloudConfig(hostname=host_name.lower())
+    config.add_script(f"{SCRIPTS}/install-packages", "install-packages.sh")
+    if role == "lb":
+        _load_balancer(settings, config)
+    elif role == "app":
+        _app_host(settings, config, host_name)
+    elif role == "db":
+        _database(settings, config)
+    elif role == "nfs":
+        _nfs_server(settings, config, nfs_volume_id)
+    else:
+        _log_server(settings, config)
+    return config.render()
+
+
+def _docker(config: CloudConfig) -> None:
+    config.add_json("/etc/docker/daemon.json", DOCKER_DAEMON)
+    config.add_script(f"{SCRIPTS}/pull-images", "pull-images.sh")
+
+
+def _load_balancer(settings: Settings, config: CloudConfig) -> None:
+    _docker(config)
+    config.add_json("/etc/caddy/caddy.json", load_balancer_config(settings))
+    config.run(
+        ["install-packages", "docker.io"],
+        ["pull-images", images.CADDY_IMAGE],
+        # Host networking: Caddy binds 80/443 directly and its admin API stays on the host's
+        # localhost, where the rolling update reaches it over SSM. --resume: after a restart
+        # Caddy loads its last active config (upstreams changed through the admin API
+        # included), not the file written at first boot.
+        ["docker", "run", "--detach", "--name", "caddy", "--restart", "unless-stopped",
+         "--network", "host", "--volume", "/etc/caddy:/etc/caddy:ro",
+         "--volume", "caddy-data:/data", "--volume", "caddy-config:/config",
+         images.CADDY_IMAGE, "caddy", "run", "--config", "/etc/caddy/caddy.json", "--resume"],
+    )
+
+
+def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
+    _docker(config)
+    config.add_script("/usr/local/bin/app-deploy", "app-deploy.sh")
+    config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
+    config.add_file("/usr/local/lib/health-agent/health_agent.py", file_text("health_agent.py"))
+    config.add_file("/etc/tmpfiles.d/app.conf", "d /run/app 0755 root root -\n")
+    config.add_file("/etc/app/deploy.env", env_file({
+        "APP_CONTAINER": APP_CONTAINER,
+        "APP_PORT": APP_PORT,
+        "DRAIN_FILE": DRAIN_FILE,
+        "DRAIN_SECONDS": drain_seconds(),
+        "HEALTH_TIMEOUT": APP_HEALTH_TIMEOUT_SECONDS,
+        "STOP_TIMEOUT": APP_STOP_TIMEOUT_SECONDS,
+        "DB_HOST": settings.private_ips("db")[0],
+        "DB_PORT": POSTGRES_PORT,
+        "DB_NAME": APP_DB_NAME,
+        "DB_USER": APP_DB_USER,
+        "DB_PASSWORD_PARAMETER": parameters.db_password(settings),
+        "AWS_REGION": settings.region,
+    }))
+    # Settings of the reference app that are not the platform's business; a user's own app
+    # may ignore them or get its own here.
+    config.add_file("/etc/app/app.env",
+                    env_file({"DB_SSLMODE": "require", "DB_POOL_SIZE": APP_DB_POOL_SIZE}))
+    config.add_file("/etc/systemd/system/health-agent.service", template_text(
+        "health-agent.service", port=HEALTH_AGENT_PORT, drain_file=DRAIN_FILE,
+        app_health_url=f"http://127.0.0.1:{APP_PORT}/health",
+        app_timeout=AGENT_APP_TIMEOUT_SECONDS))
+    config.add_yaml("/etc/filebeat/filebeat.yml",
+                    logging_stack.filebeat_config(settings, host_name))
+    config.add_file("/etc/systemd/system/filebeat.service", template_text(
+        "filebeat.service", image=images.FILEBEAT_IMAGE, region=settings.region,
+        parameter=parameters.filebeat_password(settings)))
+    config.run(
+        ["install-packages", "docker.io", "python3-boto3"],
+        ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/app.conf"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "health-agent.service"],
+        # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
+        ["systemctl", "enable", "--now", "--no-block", "filebeat.service"],
+        ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
+         f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy", settings.app.image],
+    )
+
+
+def postgresql_conf(settings: Settings) -> str:
+    """DB-01's additions to postgresql.conf (Ubuntu's conf.d)."""
+    address = settings.private_ips("db")[0]
+    # Each APP host keeps up to APP_DB_POOL_SIZE connections; leave room for maintenance.
+    max_connections = max(100, settings.app.host_count * APP_DB_POOL_SIZE + 20)
+    return "\n".join([
+        "# Written by DB-01's user data (provisioning/user_data.py).",
+        f"listen_addresses = 'localhost,{address}'",
+        f"port = {POSTGRES_PORT}",
+        f"max_connections = {max_connections}",
+        "password_encryption = 'scram-sha-256'",
+        # Ubuntu's self-signed certificate: traffic from the APP hosts is encrypted.
+        "ssl = on",
+        "ssl_cert_file = '/etc/ssl/certs/ssl-cert-snakeoil.pem'",
+        "ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'",
+        "ssl_min_protocol_version = 'TLSv1.2'",
+        "log_connections = on",
+        "",
+    ])
+
+
+def pg_hba_conf(settings: Settings) -> str:
+    """DB-01's pg_hba.conf: local administration, and the app from the private subnet."""
+    subnet = settings.network.private_subnet_cidr
+    rows = [
+        ("local", "all", "postgres", "", "peer"),
+        ("local", "all", "all", "", "peer"),
+        ("host", "all", "all", "127.0.0.1/32", "scram-sha-256"),
+        ("host", "all", "all", "::1/128", "scram-sha-256"),
+        # TLS only, the app's database and user only, the private subnet only.
+        ("hostssl", APP_DB_NAME, APP_DB_USER, subnet, "scram-sha-256"),
+    ]
+    lines = ["# Written by DB-01's user data (provisioning/user_data.py). Nothing else may "
+             "connect.", "# TYPE    DATABASE  USER      ADDRESS          METHOD"]
+    lines += [f"{kind:<9} {database:<9} {user:<9} {address:<16} {method}".rstrip()
+              for kind, database, user, address, method in rows]
+    return "\n".join(lines) + "\n"
+
+
+def nfs_source(settings: Settings) -> str:
+    return f"{settings.private_ips('nfs')[0]}:{NFS_ROOT}/{BACKUP_SUBDIR}"
+
+
+def _database(settings: Settings, config: CloudConfig) -> None:
+    cluster = f"/etc/postgresql/{images.POSTGRES_MAJOR}/main"
+    config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
+    config.add_script(f"{SCRIPTS}/db-setup", "db-setup.sh")
+    config.add_script(f"{SCRIPTS}/db-backup", "db-backup.sh")
+    config.add_file("/etc/db/backup.env", env_file({
+        "DB_NAME": APP_DB_NAME,
+        "DB_USER": APP_DB_USER,
+        "DB_PASSWORD_PARAMETER": parameters.db_password(settings),
+        "AWS_REGION": settings.region,
+        "NFS_SOURCE": nfs_source(settings),
+        "BACKUP_MOUNT": BACKUP_MOUNT,
+        "RETENTION_DAYS": settings.backups.retention_days,
+    }))
+    # Staged here and installed after the package has created the cluster: pg_createcluster
+    # refuses a configuration directory that already exists.
+    config.add_file("/etc/db/postgresql.conf", postgresql_conf(settings))
+    config.add_file("/etc/db/pg_hba.conf", pg_hba_conf(settings))
+    config.add_file("/etc/systemd/system/db-backup.service", file_text("db-backup.service"))
+    config.add_file("/etc/systemd/system/db-backup.timer", template_text(
+        "db-backup.timer", on_calendar=f"*-*-* {settings.backups.time}:00 UTC"))
+    install = ["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0640"]
+    config.run(
+        ["install-packages", images.POSTGRES_PACKAGE, "nfs-common", "python3-boto3"],
+        [*install, "/etc/db/postgresql.conf", f"{cluster}/conf.d/60-platform.conf"],
+        [*install, "/etc/db/pg_hba.conf", f"{cluster}/pg_hba.conf"],
+        ["systemctl", "restart", f"postgresql@{images.POSTGRES_MAJOR}-main.service"],
+        ["db-setup"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "db-backup.timer"],
+    )
+
+
+def nfs_exports(settings: Settings) -> str:
+    """NFS-01's export: the backup directory, to DB-01 only, every access as the backup user.
+
+    ``mp``: exported only while the volume is mounted, never the empty directory under it.
+    """
+    uid, gid = BACKUP_OWNER.split(":")
+    return (f"# Written by NFS-01's user data (provisioning/user_data.py).\n"
+            f"{NFS_ROOT}/{BACKUP_SUBDIR} {settings.private_ips('db')[0]}/32"
+            f"(rw,sync,no_subtree_check,sec=sys,all_squash,anonuid={uid},anongid={gid},"
+            f"mp={NFS_ROOT})\n")
+
+
+def _nfs_server(settings: Settings, config: CloudConfig, volume_id: str) -> None:
+    config.add_script(f"{SCRIPTS}/nfs-volume", "nfs-volume.sh")
+    config.add_file("/etc/exports.d/backups.exports", nfs_exports(settings))
+    # NFSv4 only: one TCP port (2049), the one SG-NFS opens.
+    config.add_file("/etc/nfs.conf.d/60-platform.conf", "[nfsd]\nvers3=n\n")
+    # No NFS service without the volume: backups fail loudly instead of filling the root disk.
+    config.add_file("/etc/systemd/system/nfs-server.service.d/60-backup-volume.conf",
+                    f"[Unit]\nRequiresMountsFor={NFS_ROOT}\n")
+    config.run(
+        ["install-packages", "nfs-kernel-server"],
+        ["env", f"VOLUME_ID={volume_id}", f"MOUNT_POINT={NFS_ROOT}",
+         f"BACKUP_SUBDIR={BACKUP_SUBDIR}", f"BACKUP_OWNER={BACKUP_OWNER}", "nfs-volume"],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "restart", "nfs-server.service"],
+        ["exportfs", "-ra"],
+    )
+
+
+def _log_server(settings: Settings, config: CloudConfig) -> None:
+    _docker(config)
+    stack = "/opt/logging"
+    config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
+    config.add_script(f"{SCRIPTS}/log-stack", "log-stack.sh")
+    config.add_file("/etc/logging/log-stack.env", env_file({
+        "PARAMETER_PREFIX": parameters.log_secrets_prefix(settings),
+        "AWS_REGION": settings.region,
+        "STACK_DIR": stack,
+    }))
+    # Elasticsearch refuses to start with the kernel's default map count.
+    config.add_file("/etc/sysctl.d/60-elasticsearch.conf", "vm.max_map_count = 262144\n")
+    config.add_yaml(f"{stack}/compose.yaml", logging_stack.compose_file(settings))
+    config.add_json(f"{stack}/ilm-policy.json", logging_stack.lifecycle_policy(settings))
+    config.add_json(f"{stack}/index-template.json", logging_stack.index_template())
+    config.add_json(f"{stack}/writer-role.json", logging_stack.writer_role())
+    config.add_json(f"{stack}/data-view.json", logging_stack.kibana_data_view())
+    config.run(
+        ["install-packages", "docker.io", "docker-compose-v2", "python3-boto3"],
+        ["sysctl", "--load=/etc/sysctl.d/60-elasticsearch.conf"],
+        ["pull-images", images.ELASTICSEARCH_IMAGE, images.KIBANA_IMAGE],
+        ["log-stack", "up"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the user data of one host: ``python -m provisioning.user_data ENV HOST``."""
+    parser = argparse.ArgumentParser(description="Print one host's cloud-config user data.")
+    parser.add_argument("environment", help="a config/<environment>.yaml name")
+    parser.add_argument("host", help="LB-01, APP-1..N, DB-01, NFS-01 or LOG-01")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_environment(args.environment)
+    except ConfigError as error:
+        print("\n".join(f"error: {p}" for p in error.problems), file=sys.stderr)
+        return 2
+    role = next((r for r in ROLES if args.host in settings.host_names(r)), None)
+    if role is None:
+        print(f"error: {args.host} is not a host of {args.environment}", file=sys.stderr)
+        return 2
+    volume = "<volume ID of the NFS volume, known after apply>" if role == "nfs" else None
+    sys.stdout.write(render(settings, role, args.host, nfs_volume_id=volume))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real tools the test suite drives: Caddy (the load balancer), PostgreSQL (backups
-# and the reference app), cloud-init (user-data schema), ShellCheck and Graphviz (diagrams).
+# and the reference app), cloud-init (user-data schema), ShellCheck, Graphviz (diagrams), and
+# the disk tools the NFS volume script uses (fdisk, e2fsprogs).
 # Debian/Ubuntu, as root (CI) or through sudo.
 set -euo pipefail
-packages=(caddy postgresql cloud-init shellcheck graphviz)
+packages=(caddy postgresql cloud-init shellcheck graphviz fdisk e2fsprogs curl)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \

@@ -58,7 +58,8 @@ class EnvironmentStack(TerraformStack):
                         settings, role, name,
                         nfs_volume_id=storage.volume_id if role == "nfs" else None),
                     protect=settings.protect_data and role in DATA_ROLES,
-                    public_address=role == "lb"))
+                    public_address=role == "lb",
+                    boot_after=() if role == "lb" else tuple(network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
 
         TerraformOutput(self, "lb_public_ip", value=hosts["LB-01"].public_ip,
@@ -70,7 +71,7 @@ class EnvironmentStack(TerraformStack):
         TerraformOutput(self, "kibana_url",
                         value=f"http://{settings.private_ips('log')[0]}:{KIBANA_PORT}",
                         description="Reach it through SSM port forwarding or the admin network")
-        TerraformOutput(self, "db_password_parameter", value=settings.db_password_parameter)
+        TerraformOutput(self, "db_password_parameter", value=parameters.db_password(settings))
 
 
 def _permissions(settings: Settings, role: str) -> list[dict]:

@@ -1,8 +1,6 @@
 """Fixtures of the developer-tooling tests: the Compose file, the scripts, a second synthesis."""
 from __future__ import annotations
 
-import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -18,37 +16,6 @@ WIDER_APP_HOST_COUNT = 5
 # import them the same way.
 if str(SCRIPTS) not in sys.path:
     sys.path.insert(0, str(SCRIPTS))
-
-
-def venv_tool(name: str) -> str:
-    """A console script next to the running interpreter (the venv), else one on PATH.
-
-    A missing tool skips the test on a laptop and fails it in CI (``CI`` set), as
-    ``tests/conftest.py`` does for system tools.
-    """
-    # Not resolved: a venv's python is often a symlink to the system interpreter.
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    found = shutil.which(name)
-    if found:
-        return found
-    message = f"{name} is not installed (pip install -r requirements-dev.txt)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
-
-
-def system_tool(name: str, package: str | None = None) -> str:
-    """A program installed on the machine (scripts/install-test-tools.sh); skip or fail."""
-    found = shutil.which(name)
-    if found:
-        return found
-    message = (f"{name} is not installed (apt-get install {package or name}, or "
-               "sudo scripts/install-test-tools.sh)")
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

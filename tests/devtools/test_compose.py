@@ -21,7 +21,9 @@ from provisioning import images
 from provisioning.caddy import MINIMUM_CADDY_VERSION, caddy_config
 from provisioning.logging_stack import filebeat_config
 
-from .conftest import COMPOSE_FILE, REPO_ROOT, system_tool, venv_tool
+from tests.tools import require_tool, venv_tool
+
+from .conftest import COMPOSE_FILE, REPO_ROOT
 
 DEV_DOCKERFILE = REPO_ROOT / "dev" / "Dockerfile"
 DEV_DOCKERIGNORE = REPO_ROOT / "dev" / "Dockerfile.dockerignore"
@@ -432,7 +434,7 @@ def test_the_app_gets_every_setting_the_reference_app_requires(compose):
 
 
 def test_local_caddy_config_is_accepted_by_caddy(tmp_path):
-    caddy = system_tool("caddy")
+    caddy = require_tool("caddy")
     config = json.loads(CADDY_JSON.read_text(encoding="utf-8"))
     output = subprocess.run([caddy, "version"], capture_output=True, text=True, check=False)
     installed = re.match(r"v?(\d+\.\d+\.\d+)", output.stdout.strip())

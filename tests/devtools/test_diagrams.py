@@ -12,7 +12,9 @@ import pytest
 
 import diagrams
 
-from .conftest import REPO_ROOT, SCRIPTS, WIDER_APP_HOST_COUNT, system_tool
+from tests.tools import require_tool
+
+from .conftest import REPO_ROOT, SCRIPTS, WIDER_APP_HOST_COUNT
 
 _ATTR = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 _NODE = re.compile(r'^\s*"(?P<name>(?:[^"\\]|\\.)*)" \[(?P<attrs>.*)\];$')
@@ -149,7 +151,7 @@ def test_a_change_in_the_app_host_count_changes_the_picture(stack_json, wider_cd
         assert len(hosts_after) == WIDER_APP_HOST_COUNT
         assert len(hosts_after) - len(hosts_before) == WIDER_APP_HOST_COUNT - 3
         assert set(addresses(wider, "aws_instance")) <= after.ids()
-    dot = system_tool("dot", "graphviz")
+    dot = require_tool("dot", "graphviz")
     assert (diagrams.render_svg(diagrams.implementation_dot(default), dot)
             != diagrams.render_svg(diagrams.implementation_dot(wider), dot))
 
@@ -183,7 +185,7 @@ def run_script(*arguments) -> subprocess.CompletedProcess:
 
 
 def test_command_writes_both_svg_files(cdktf_out, tmp_path):
-    system_tool("dot", "graphviz")
+    require_tool("dot", "graphviz")
     result = run_script("--stacks-dir", cdktf_out / "stacks", "--outdir", tmp_path)
     assert result.returncode == 0, result.stderr
     for view in diagrams.VIEWS:
@@ -272,5 +274,5 @@ def test_a_group_without_hosts_and_a_host_with_two_groups_are_still_drawn(stack_
     app_1 = next(k for k in resources["aws_instance"] if k.startswith("APP-1_"))
     assert {e["tail"] for e in arrows} == {f"aws_instance.{db}", f"aws_instance.{app_1}"}
     assert {e["head"] for e in arrows} == {"aws_security_group.endpoints"}
-    svg = diagrams.render_svg(diagrams.implementation_dot(stack), system_tool("dot", "graphviz"))
+    svg = diagrams.render_svg(diagrams.implementation_dot(stack), require_tool("dot", "graphviz"))
     assert {"SG-ENDPOINTS", "(no host)"} <= _svg_texts(ET.fromstring(svg))

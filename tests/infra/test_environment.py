@@ -80,6 +80,14 @@ def test_private_subnet_leaves_through_a_nat_gateway_and_public_through_the_igw(
     assert any("aws_nat_gateway" in t for t in targets)
 
 
+def test_private_hosts_boot_only_once_their_way_out_exists(production):
+    (route_key,) = [k for k, r in resources(production, "aws_route").items()
+                    if "nat_gateway_id" in r]
+    for instance in resources(production, "aws_instance").values():
+        expected = [] if instance["tags"]["Role"] == "lb" else [f"aws_route.{route_key}"]
+        assert instance.get("depends_on", []) == expected, instance["tags"]["Name"]
+
+
 def test_default_security_group_is_closed_and_flow_logs_are_on(production):
     (default,) = resources(production, "aws_default_security_group").values()
     assert default["ingress"] == [] and default["egress"] == []
@@ -162,7 +170,7 @@ def test_every_host_is_hardened(production):
         assert instance["iam_instance_profile"].startswith("${aws_iam_instance_profile."), name
         assert instance["ami"].startswith("${data.aws_ami."), name
         assert {"Name", "Role", "Environment", "UserDataSha256"} <= set(instance["tags"])
-        assert instance["lifecycle"]["ignore_changes"] == ["ami", "user_data"], name
+        assert instance["lifecycle"]["ignore_changes"] == ["ami", "user_data_base64"], name
 
 
 def test_every_host_role_can_use_ssm(production):
@@ -219,7 +227,7 @@ def test_outputs_give_the_rolling_update_what_it_needs(production):
     assert outputs["kibana_url"]["value"] == "http://10.0.2.12:5601"
 
 
-def test_only_db_writes_and_only_app_reads_the_database_password(production):
+def test_each_secret_is_written_by_its_owner_and_read_by_its_users(production):
     documents = production["data"]["aws_iam_policy_document"]
     grants = {}
     for key, document in documents.items():
@@ -228,7 +236,12 @@ def test_only_db_writes_and_only_app_reads_the_database_password(production):
                 if action.startswith("ssm:") and "Parameter" in action:
                     grants.setdefault(key.split("-identity")[0], set()).add(action)
     assert grants == {"db": {"ssm:PutParameter", "ssm:GetParameter"},
+                      "log": {"ssm:PutParameter", "ssm:GetParameter"},
                       "app": {"ssm:GetParameter"}}
+    app_reads = next(d for k, d in documents.items() if k.startswith("app-identity"))
+    (statement,) = app_reads["statement"]
+    assert [r.rsplit(":parameter", 1)[1] for r in statement["resources"]] == [
+        "/webapp/production/db/password", "/webapp/production/logs/filebeat-password"]
 
 
 def test_testing_api_sees_the_same_architecture():

@@ -11,7 +11,9 @@ import textwrap
 
 import pytest
 import yaml
-from pipeline_support import WORKFLOWS, venv_tool
+from pipeline_support import WORKFLOWS
+
+from tests.tools import venv_tool
 
 BAD_WORKFLOW = textwrap.dedent("""\
     name: bad

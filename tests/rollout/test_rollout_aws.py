@@ -16,7 +16,7 @@ from rollout.caddy_admin import CaddyAdmin, LoadBalancerError
 from rollout.hosts import HostUnreachable
 from rollout.locking import LockError
 from rollout.model import AppHost, CommandResult
-from tests.conftest import require_tool
+from tests.tools import require_tool
 
 REGION = "eu-west-1"
 COMMAND_ID = "11111111-2222-3333-4444-555555555555"

@@ -8,7 +8,7 @@ import pytest
 
 from provisioning.caddy import MINIMUM_CADDY_VERSION, UPSTREAMS_ID, caddy_config
 from rollout.caddy_admin import UpstreamPool
-from tests.conftest import require_tool
+from tests.tools import require_tool
 
 UPSTREAMS = ["10.0.2.11:5000", "10.0.2.12:5000"]
 

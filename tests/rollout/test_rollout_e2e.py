@@ -13,7 +13,7 @@ import pytest
 
 from rollout.lab.fleet import LocalFleet, free_port, http_get
 from rollout.lab.load import LoadGenerator
-from tests.conftest import require_tool
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 

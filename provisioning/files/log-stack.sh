@@ -1,0 +1,134 @@
+#!/bin/bash
+# log-stack: start Elasticsearch and Kibana on LOG-01 and prepare them for the app's logs.
+#
+#   log-stack up        size the JVMs, fetch or create the passwords (SSM), start both
+#                       containers, then configure Elasticsearch: users, the writer role
+#                       Filebeat uses, the index template and the lifecycle policy that
+#                       deletes old logs; and Kibana's data view. Safe to run again.
+#   log-stack memory    print the heap sizes this host gets, in MiB
+#
+# Settings come from the environment, else from /etc/logging/log-stack.env (user data).
+set -euo pipefail
+
+readonly CONFIG_FILE=${LOG_STACK_CONFIG:-/etc/logging/log-stack.env}
+
+# KEY=VALUE lines; a variable already set in the environment wins over the file.
+load_defaults() {
+    local key value
+    [[ -r $1 ]] || return 0
+    while IFS='=' read -r key value; do
+        [[ $key =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
+        [[ -n ${!key+set} ]] || export "$key=$value"
+    done <"$1"
+}
+load_defaults "$CONFIG_FILE"
+
+: "${STACK_DIR:=/opt/logging}"
+: "${RUN_DIR:=/run/logging}"
+: "${MEMINFO:=/proc/meminfo}"
+: "${ES_URL:=http://127.0.0.1:9200}"
+: "${KIBANA_URL:=http://127.0.0.1:5601}"
+: "${SSM_PARAMETER:=/usr/local/sbin/ssm-parameter}"
+: "${PARAMETER_PREFIX:=}"
+: "${WRITER_USER:=filebeat_writer}"
+: "${WAIT_SECONDS:=900}"
+
+log() { printf 'log-stack: %s\n' "$*"; }
+die() { printf 'log-stack: error: %s\n' "$*" >&2; exit 1; }
+
+# Elasticsearch gets about half the memory minus what Kibana needs; the other half is the
+# page cache Lucene lives on. Kibana's Node.js heap is capped so the two fit together.
+memory() {
+    local total_mib kibana_mib es_mib
+    total_mib=$(awk '/^MemTotal:/ { print int($2 / 1024) }' "$MEMINFO")
+    [[ -n $total_mib ]] || die "cannot read MemTotal from $MEMINFO"
+    if ((total_mib < 3072)); then kibana_mib=512; else kibana_mib=768; fi
+    es_mib=$((total_mib / 2 - kibana_mib))
+    ((es_mib >= 512)) || es_mib=512
+    printf 'ES_HEAP_MB=%s\nKIBANA_HEAP_MB=%s\n' "$es_mib" "$kibana_mib"
+}
+
+# secret NAME: the value of PARAMETER_PREFIX/NAME, created at random on first use.
+secret() {
+    [[ -n $PARAMETER_PREFIX ]] || die "PARAMETER_PREFIX must name the SSM path of the secrets"
+    "$SSM_PARAMETER" ensure "$PARAMETER_PREFIX/$1"
+}
+
+write_compose_env() {
+    local env_file=$RUN_DIR/compose.env elastic kibana_system encryption_key heap
+    # One assignment each: a failed lookup stops the script instead of writing an empty value.
+    elastic=$(secret elastic-password)
+    kibana_system=$(secret kibana-system-password)
+    encryption_key=$(secret kibana-encryption-key)
+    heap=$(memory)
+    install -d -m 0700 "$RUN_DIR"
+    umask 077
+    printf '%s\nELASTIC_PASSWORD=%s\nKIBANA_SYSTEM_PASSWORD=%s\nKIBANA_ENCRYPTION_KEY=%s\n' \
+        "$heap" "$elastic" "$kibana_system" "$encryption_key" >"$env_file.new"
+    mv -- "$env_file.new" "$env_file"
+    # curl reads the superuser's credentials from a file, never from its command line.
+    printf 'user = "elastic:%s"\n' "$elastic" >"$RUN_DIR/curl-auth"
+}
+
+compose() {
+    docker compose --project-directory "$STACK_DIR" --file "$STACK_DIR/compose.yaml" \
+        --env-file "$RUN_DIR/compose.env" "$@"
+}
+
+# request METHOD URL [BODY-FILE|-]: a call with the superuser's credentials; the body comes
+# from a file, or from stdin with "-".
+request() {
+    local method=$1 url=$2 body=${3:-}
+    local options=(--silent --show-error --fail-with-body --max-time 60
+        --config "$RUN_DIR/curl-auth" --request "$method"
+        --header 'Content-Type: application/json' --header 'kbn-xsrf: log-stack')
+    if [[ -n $body ]]; then options+=(--data-binary "@$body"); fi
+    curl "${options[@]}" "$url" >/dev/null
+}
+
+wait_for() {
+    local what=$1 url=$2 deadline=$((SECONDS + WAIT_SECONDS))
+    until curl --silent --fail --output /dev/null --max-time 5 --config "$RUN_DIR/curl-auth" \
+        "$url"; do
+        ((SECONDS < deadline)) || die "$what did not answer within ${WAIT_SECONDS}s"
+        sleep 5
+    done
+    log "$what is up"
+}
+
+configure_elasticsearch() {
+    local kibana_system writer
+    kibana_system=$(secret kibana-system-password)
+    writer=$(secret filebeat-password)
+    log "setting the kibana_system password"
+    printf '{"password": "%s"}' "$kibana_system" |
+        request POST "$ES_URL/_security/user/kibana_system/_password" -
+    log "lifecycle policy, index template and writer role for the app's logs"
+    request PUT "$ES_URL/_ilm/policy/app-logs" "$STACK_DIR/ilm-policy.json"
+    request PUT "$ES_URL/_index_template/app-logs" "$STACK_DIR/index-template.json"
+    request PUT "$ES_URL/_security/role/app_logs_writer" "$STACK_DIR/writer-role.json"
+    printf '{"password": "%s", "roles": ["app_logs_writer"], "full_name": "Filebeat on the APP hosts"}' \
+        "$writer" | request PUT "$ES_URL/_security/user/$WRITER_USER" -
+}
+
+up() {
+    write_compose_env
+    log "starting Elasticsearch"
+    compose up --detach --wait elasticsearch
+    wait_for Elasticsearch "$ES_URL/_cluster/health?wait_for_status=yellow&timeout=5s"
+    configure_elasticsearch
+    log "starting Kibana"
+    compose up --detach --wait kibana
+    wait_for Kibana "$KIBANA_URL/api/status"
+    request POST "$KIBANA_URL/api/data_views/data_view" "$STACK_DIR/data-view.json"
+    log "ready: Kibana on port 5601, user elastic, password in SSM $PARAMETER_PREFIX/elastic-password"
+}
+
+case ${1:-} in
+    up) up ;;
+    memory) memory ;;
+    *)
+        sed -n '2,9s/^# \{0,1\}//p' "$0" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,78 @@
+"""Fixtures for the host provisioning tests: rendered user data and the host scripts."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from core.settings import ROLES, load_environment
+from provisioning import user_data
+from provisioning.cloud_config import FILES_DIR
+from tests.provisioning.postgres_server import postgres_server  # noqa: F401 (a fixture)
+
+# What NFS-01's user data is rendered with outside Terraform: a well-formed volume ID.
+VOLUME_ID = "vol-0123456789abcdef0"
+
+
+def render_host(settings, host_name: str) -> str:
+    role = next(r for r in ROLES if host_name in settings.host_names(r))
+    return user_data.render(settings, role, host_name,
+                            nfs_volume_id=VOLUME_ID if role == "nfs" else None)
+
+
+@pytest.fixture(scope="session")
+def production():
+    return load_environment("production")
+
+
+@pytest.fixture(scope="session")
+def staging():
+    return load_environment("staging")
+
+
+@pytest.fixture(scope="session")
+def rendered(production) -> dict[str, str]:
+    """The production user data of the first host of each role, by role."""
+    return {role: render_host(production, production.host_names(role)[0]) for role in ROLES}
+
+
+@pytest.fixture(scope="session")
+def cloud_configs(rendered) -> dict[str, dict]:
+    """The same, parsed."""
+    return {role: yaml.safe_load(text) for role, text in rendered.items()}
+
+
+def written_file(cloud_config: dict, path: str) -> dict:
+    """The write_files entry for ``path``; fails the test if there is none."""
+    matches = [entry for entry in cloud_config["write_files"] if entry["path"] == path]
+    assert len(matches) == 1, f"{path} is written {len(matches)} times"
+    return matches[0]
+
+
+def run_script(name: str, *args: str, env: dict | None = None, timeout: float = 60,
+               check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    """Run ``provisioning/files/NAME`` (the very text the hosts receive) with bash."""
+    result = subprocess.run(["bash", str(FILES_DIR / name), *args], env=env, text=True,
+                            capture_output=True, timeout=timeout, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{name} {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def fake_command(directory: Path, name: str, body: str) -> Path:
+    """An executable shell script standing in for a command."""
+    path = directory / name
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def clean_env() -> dict[str, str]:
+    """The environment without settings that would leak into the scripts from outside."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
+    return {key: value for key, value in os.environ.items() if key in keep}
