@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
         return EXIT_CONFIG_ERROR
-    synthesize(environments, args.outdir)
+    try:
+        synthesize(environments, args.outdir)
+    except OSError as error:
+        print(f"error: --outdir {args.outdir}: cannot write the output ({error.strerror}: "
+              f"{error.filename}); choose a writable folder", file=sys.stderr)
+        return 1
     stacks = ", ".join(["bootstrap", *(env.environment for env in environments)])
     print(f"synthesized {stacks} into {args.outdir}/stacks/")
     return 0

@@ -222,6 +222,8 @@ def _describe(error: dict) -> str:
         return f"{location}: unknown key; allowed keys here: {allowed}"
     if kind == "missing":
         return f"{location}: required but missing"
+    if kind == "model_type":
+        return f"{location}: expected a mapping of settings (got {error.get('input')!r})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
         parent = _model_at(error["loc"][:-1])
@@ -244,6 +246,20 @@ def _model_at(path: tuple) -> Optional[type[BaseModel]]:
     return model
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice is an error, not a silent override."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
+                                           problem_mark=key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def available_environments(config_dir: Path = CONFIG_DIR) -> list[str]:
     """The environment names that have a configuration file, sorted."""
     return sorted(path.stem for path in config_dir.glob("*.yaml"))
@@ -256,7 +272,9 @@ def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
         known = ", ".join(available_environments(config_dir)) or "none"
         raise ConfigError([f"{path}: unknown environment {name!r}; known environments: {known}"])
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError([f"{path}: cannot be read as UTF-8 text ({error})"])
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

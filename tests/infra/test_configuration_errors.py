@@ -124,3 +124,36 @@ def test_environments_must_share_what_the_bootstrap_stack_creates(tmp_path, prev
     result = run_main(config_dir, previous_output)
     assert result.returncode == 2
     assert "state_bucket: environments disagree (another-bucket, " in result.stderr
+
+
+def test_duplicate_key_is_an_error_not_a_silent_override(tmp_path, previous_output):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    text = yaml.safe_dump(VALID) + "region: us-east-1\n"
+    (config_dir / "staging.yaml").write_text(text)
+    result = run_main(config_dir, previous_output)
+    assert result.returncode == 2
+    line = len(text.splitlines())
+    assert f"staging.yaml: line {line}, column 1: YAML syntax error: duplicate key 'region'" in (
+        result.stderr)
+
+
+def test_file_that_is_not_text_is_reported(tmp_path, previous_output):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "staging.yaml").write_bytes(b"\xff\xfe\x00binary")
+    result = run_main(config_dir, previous_output)
+    assert result.returncode == 2
+    assert "staging.yaml: cannot be read as UTF-8 text" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unwritable_output_folder_is_one_line(tmp_path, cdktf_out, capsys):
+    import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    assert main.main(["--environment", "staging", "--outdir", str(blocker / "out")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --outdir {blocker / 'out'}: cannot write the output")
+    assert len(error.strip().splitlines()) == 1
