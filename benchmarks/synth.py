@@ -3,12 +3,12 @@
 The floor is a process that only imports the provider submodules the project uses (``import
 core.cdk``): jsii loading the bindings is time no project code can save. Everything above it
 is ours. Both engines (cdktf, cdktn) are measured in the same run, each under its own
-interpreter (``--python ENGINE=PATH``; by default this one, for every engine it has); each
-figure is the median of ``--runs`` fresh processes, with peak memory summed over the process
-tree (Python and the Node.js process jsii starts).
+interpreter (``--python ENGINE=PATH``; by default this one, for every engine it has). Each
+figure is the median of ``--runs`` fresh processes, floor and full taken in turn, with peak
+memory summed over the process tree (Python and the Node.js process jsii starts).
 
     make bench      # builds .venv and .venv-cdktn, then runs this script with both
-    python benchmarks/synth.py [--runs 3] [--python cdktf=.venv/bin/python ...]
+    python benchmarks/synth.py [--runs 5] [--python cdktf=.venv/bin/python ...]
 """
 from __future__ import annotations
 
@@ -60,15 +60,24 @@ def measure(command: list[str], engine: str) -> tuple[float, int]:
     return elapsed, peak // 1024
 
 
-def median_of(runs: int, command: list[str], engine: str) -> tuple[float, int]:
-    samples = [measure(command, engine) for _ in range(runs)]
-    return (statistics.median(s[0] for s in samples),
-            int(statistics.median(s[1] for s in samples)))
+def interleaved_medians(runs: int, commands: list[list[str]], engine: str):
+    """Median (wall, peak) of each command, the runs taken in turn.
+
+    Alternating the commands spreads a noisy neighbour's slowdowns over both figures instead
+    of letting it land on one of them.
+    """
+    samples: list[list[tuple[float, int]]] = [[] for _ in commands]
+    for _ in range(runs):
+        for index, command in enumerate(commands):
+            samples[index].append(measure(command, engine))
+    return [(statistics.median(wall for wall, _ in runs_of),
+             int(statistics.median(peak for _, peak in runs_of)))
+            for runs_of in samples]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
+    parser.add_argument("--runs", type=int, default=5, help="runs per figure (median)")
     parser.add_argument("--python", action="append", default=[], metavar="ENGINE=PATH",
                         help="interpreter that has ENGINE installed (repeatable)")
     args = parser.parse_args()
@@ -88,9 +97,9 @@ def main() -> int:
     verdicts = []
     with tempfile.TemporaryDirectory() as scratch:
         for engine, python in sorted(interpreters.items()):
-            floor = median_of(args.runs, [python, "-c", "import core.cdk"], engine)
-            full = median_of(args.runs, [python, "main.py", "--outdir",
-                                         str(Path(scratch) / engine)], engine)
+            floor, full = interleaved_medians(args.runs, [
+                [python, "-c", "import core.cdk"],
+                [python, "main.py", "--outdir", str(Path(scratch) / engine)]], engine)
             for what, (wall, peak) in (("floor", floor), ("full", full)):
                 print(f"{engine:8} {what:6} {wall:7.2f} {peak:9d}")
             ratio = full[0] / floor[0]

@@ -80,7 +80,11 @@ class CloudConfig:
         return "#cloud-config\n" + dump_yaml(document)
 
 
-class _LiteralDumper(yaml.SafeDumper):
+# libyaml's emitter when PyYAML has it (its wheels do): same text, ten times faster.
+_SafeDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _LiteralDumper(_SafeDumper):
     """Safe YAML with multi-line strings as ``|`` blocks and no line folding."""
 
 
