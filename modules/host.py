@@ -1,6 +1,7 @@
 """One EC2 host, hardened the same way whatever its role."""
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -29,17 +30,29 @@ class UbuntuAmi(Construct):
 # The placeholder a CDK token (a reference such as a volume ID) takes inside a Python string,
 # the same in cdktf and CDK Terrain; the engine replaces it with ${resource.attribute}.
 _CDK_TOKEN = re.compile(r"\$\{TfToken\[[^\]]+\]\}")
-_HCL_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Backslash, quote and every control character, escaped as HCL reads them.
+_HCL_ESCAPES = str.maketrans({
+    **{chr(code): f"\\u{code:04x}" for code in range(0x20)},
+    "\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
 def _hcl_literal(text: str) -> str:
     """``text`` inside an HCL quoted string: escaped, and ``${``/``%{`` made literal."""
-    escaped = "".join(_HCL_ESCAPES.get(c, c if c >= " " else f"\\u{ord(c):04x}") for c in text)
+    escaped = text.translate(_HCL_ESCAPES)
     escaped = escaped.replace("${", "$${").replace("%{", "%%{")
     # "$$${" or "%%%{" could be read two ways; no host file needs one.
     if "$$$" in escaped or "%%%" in escaped:
         raise ValueError("user data may not contain '$${' or '%%{'")
     return escaped
+
+
+def user_data_digest(text: str) -> str:
+    """SHA-256 of user data as generated, each reference it holds counted as a placeholder.
+
+    Computed here rather than by Terraform so the plan carries the user data once, not twice;
+    a reference's value (NFS-01's volume ID) changing shows in the plan by itself.
+    """
+    return hashlib.sha256(_CDK_TOKEN.sub("${reference}", text).encode()).hexdigest()
 
 
 def terraform_string(text: str) -> str:
@@ -118,7 +131,7 @@ class Host(Construct):
                 # running host, so the instance ignores it; this tag (of the plain text, so
                 # it does not depend on the compressor) makes the change visible in the plan
                 # as an in-place tag update (see docs/hosts.md).
-                "UserDataSha256": f"${{sha256({user_data})}}",
+                "UserDataSha256": user_data_digest(config.user_data),
             },
             lifecycle={"ignore_changes": ["ami", "user_data_base64"],
                        "prevent_destroy": config.protect},
