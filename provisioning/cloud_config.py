@@ -15,6 +15,9 @@ from typing import Union
 import yaml
 
 FILES_DIR = Path(__file__).resolve().parent / "files"
+# Functions several host scripts share; they source it from PLATFORM_LIB (this path on hosts).
+SHELL_LIBRARY = FILES_DIR / "lib" / "load-defaults.sh"
+SHELL_LIBRARY_PATH = "/usr/local/lib/platform/load-defaults.sh"
 
 Command = Union[list, str]
 
@@ -55,8 +58,13 @@ class CloudConfig:
                            "content": content})
 
     def add_script(self, path: str, name: str) -> None:
-        """Install ``provisioning/files/NAME`` as an executable at ``path``."""
-        self.add_file(path, file_text(name), permissions="0755")
+        """Install ``provisioning/files/NAME`` as an executable at ``path``, and the shared
+        shell library it sources, once."""
+        text = file_text(name)
+        self.add_file(path, text, permissions="0755")
+        if SHELL_LIBRARY.name in text and not any(
+                entry["path"] == SHELL_LIBRARY_PATH for entry in self.files):
+            self.add_file(SHELL_LIBRARY_PATH, file_text(f"lib/{SHELL_LIBRARY.name}"))
 
     def add_json(self, path: str, document: dict, permissions: str = "0644") -> None:
         self.add_file(path, json.dumps(document, indent=2) + "\n", permissions)

@@ -16,15 +16,8 @@ set -euo pipefail
 
 readonly CONFIG_FILE=${APP_DEPLOY_CONFIG:-/etc/app/deploy.env}
 
-# KEY=VALUE lines; a variable already set in the environment wins over the file.
-load_defaults() {
-    local key value
-    [[ -r $1 ]] || return 0
-    while IFS='=' read -r key value; do
-        [[ $key =~ ^[A-Z][A-Z0-9_]*$ ]] || continue
-        [[ -n ${!key+set} ]] || export "$key=$value"
-    done <"$1"
-}
+# shellcheck source=lib/load-defaults.sh
+. "${PLATFORM_LIB:-/usr/local/lib/platform}/load-defaults.sh"
 load_defaults "$CONFIG_FILE"
 
 : "${APP_CONTAINER:=app}"

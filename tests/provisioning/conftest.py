@@ -10,7 +10,7 @@ import yaml
 
 from core.settings import ROLES, load_environment
 from provisioning import user_data
-from provisioning.cloud_config import FILES_DIR
+from provisioning.cloud_config import FILES_DIR, SHELL_LIBRARY
 from tests.provisioning.postgres_server import postgres_server  # noqa: F401 (a fixture)
 
 # What NFS-01's user data is rendered with outside Terraform: a well-formed volume ID.
@@ -52,9 +52,15 @@ def written_file(cloud_config: dict, path: str) -> dict:
     return matches[0]
 
 
+# The shared shell library the scripts source, from the repository rather than a host's path.
+SCRIPT_ENV = {"PLATFORM_LIB": str(SHELL_LIBRARY.parent)}
+
+
 def run_script(name: str, *args: str, env: dict | None = None, timeout: float = 60,
                check: bool = False, **kwargs) -> subprocess.CompletedProcess:
     """Run ``provisioning/files/NAME`` (the very text the hosts receive) with bash."""
+    if env is not None:
+        env = {**SCRIPT_ENV, **env}
     result = subprocess.run(["bash", str(FILES_DIR / name), *args], env=env, text=True,
                             capture_output=True, timeout=timeout, **kwargs)
     if check and result.returncode != 0:
@@ -75,4 +81,4 @@ def fake_command(directory: Path, name: str, body: str) -> Path:
 def clean_env() -> dict[str, str]:
     """The environment without settings that would leak into the scripts from outside."""
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
-    return {key: value for key, value in os.environ.items() if key in keep}
+    return {**{key: value for key, value in os.environ.items() if key in keep}, **SCRIPT_ENV}
