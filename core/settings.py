@@ -268,7 +268,10 @@ def available_environments(config_dir: Path = CONFIG_DIR) -> list[str]:
 def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
     """Read and validate one environment; raise :class:`ConfigError` listing every problem."""
     path = config_dir / f"{name}.yaml"
-    if not ENVIRONMENT_NAME.fullmatch(name) or not path.is_file():
+    if path.is_file() and not ENVIRONMENT_NAME.fullmatch(name):
+        raise ConfigError([f"{path}: {name!r} cannot name an environment: rename the file to "
+                           f"{_NAME_FORM}, then .yaml"])
+    if not path.is_file():
         known = ", ".join(available_environments(config_dir)) or "none"
         raise ConfigError([f"{path}: unknown environment {name!r}; known environments: {known}"])
     try:

@@ -157,3 +157,13 @@ def test_unwritable_output_folder_is_one_line(tmp_path, cdktf_out, capsys):
     error = capsys.readouterr().err
     assert error.startswith(f"error: --outdir {blocker / 'out'}: cannot write the output")
     assert len(error.strip().splitlines()) == 1
+
+
+def test_file_name_that_cannot_name_an_environment(tmp_path, previous_output):
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    (config_dir / "Prod_EU.yaml").write_text(yaml.safe_dump(VALID))
+    result = run_main(config_dir, previous_output)
+    assert result.returncode == 2
+    assert "Prod_EU.yaml: 'Prod_EU' cannot name an environment: rename the file to 2-21 " \
+        "lower-case letters" in result.stderr
