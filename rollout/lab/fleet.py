@@ -323,3 +323,37 @@ def _running(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state != "Z"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Start a lab fleet and keep it up until Ctrl-C, to try a rollout by hand."""
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(
+        description="A real Caddy and N app hosts on loopback, until Ctrl-C.")
+    parser.add_argument("--hosts", type=int, default=4, help="number of app hosts (default 4)")
+    parser.add_argument("--workdir", type=Path, help="state and logs (default: a temp dir)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.hosts <= 50:
+        print("error: --hosts: give a number from 1 to 50", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rollout-lab-"))
+    try:
+        with LocalFleet(workdir, args.hosts, health_interval="1s") as fleet:
+            print(f"load balancer: http://127.0.0.1:{fleet.http_port}/\n"
+                  f"inventory:     {fleet.inventory_path}\n"
+                  f"try:           python scripts/rolling_update.py --inventory "
+                  f"{fleet.inventory_path} --environment {ENVIRONMENT} "
+                  f"--image registry.local/app:v2\n"
+                  "Ctrl-C stops every process.", flush=True)
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    except (LabError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    sys.exit(main())
