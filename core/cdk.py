@@ -76,10 +76,7 @@ Testing = _core.Testing
 
 AwsProvider = _aws("provider").AwsProvider
 DataAwsAmi = _aws("data_aws_ami").DataAwsAmi
-DataAwsAmiFilter = _aws("data_aws_ami").DataAwsAmiFilter
-DataAwsCallerIdentity = _aws("data_aws_caller_identity").DataAwsCallerIdentity
 DataAwsIamPolicyDocument = _aws("data_aws_iam_policy_document").DataAwsIamPolicyDocument
-DataAwsPartition = _aws("data_aws_partition").DataAwsPartition
 
 # network
 Vpc = _aws("vpc").Vpc
@@ -93,8 +90,6 @@ RouteTableAssociation = _aws("route_table_association").RouteTableAssociation
 DefaultSecurityGroup = _aws("default_security_group").DefaultSecurityGroup
 FlowLog = _aws("flow_log").FlowLog
 CloudwatchLogGroup = _aws("cloudwatch_log_group").CloudwatchLogGroup
-KmsKey = _aws("kms_key").KmsKey
-KmsAlias = _aws("kms_alias").KmsAlias
 
 # security groups
 SecurityGroup = _aws("security_group").SecurityGroup
@@ -105,7 +100,6 @@ VpcSecurityGroupEgressRule = _aws("vpc_security_group_egress_rule").VpcSecurityG
 Instance = _aws("instance").Instance
 EbsVolume = _aws("ebs_volume").EbsVolume
 VolumeAttachment = _aws("volume_attachment").VolumeAttachment
-EipAssociation = _aws("eip_association").EipAssociation
 
 # identity
 IamRole = _aws("iam_role").IamRole

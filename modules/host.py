@@ -140,7 +140,6 @@ class Host(Construct):
         self.role = config.role
         self.instance_id = instance.id
         self.private_ip = instance.private_ip
-        self.availability_zone = instance.availability_zone
         self.public_ip: Optional[str] = None
         if config.public_address:
             address = Eip(self, "public-address", domain="vpc", instance=instance.id,

@@ -39,4 +39,3 @@ class HostRole(Construct):
                           policy=permissions.json)
         profile = IamInstanceProfile(self, "profile", name=config.name, role=role.name)
         self.instance_profile_name = profile.name
-        self.role_name = role.name

@@ -59,7 +59,6 @@ class Network(Construct):
                                     tags={"Name": f"{name}-private"})
         RouteTableAssociation(self, "private-routes-association", subnet_id=private.id,
                               route_table_id=private_routes.id)
-        self.nat_public_ip = None
         self.private_egress: list = []
         if config.nat_gateway:
             nat_address = Eip(self, "nat-address", domain="vpc",
@@ -68,7 +67,6 @@ class Network(Construct):
                              subnet_id=public.id, tags={"Name": f"{name}-nat"})
             route_out = Route(self, "private-default-route", route_table_id=private_routes.id,
                               destination_cidr_block=ANYWHERE, nat_gateway_id=nat.id)
-            self.nat_public_ip = nat_address.public_ip
             # A private host's first boot installs packages and pulls images: it must not
             # start before its way out exists.
             self.private_egress = [route_out]
