@@ -1,7 +1,7 @@
 """Synthesize every environment in config/ (plus the bootstrap stack) into cdktf.out/.
 
     python main.py                       # what cdktf.json runs; all environments
-    python main.py --environment staging # only the named ones (bootstrap still covers all)
+    python main.py --environment staging # only the named ones (and a bootstrap stack for them)
 
 Configuration is validated before the CDK is even loaded: a mistake is reported as one line
 per problem and exit status 2, and the previous cdktf.out/ is left as it was. Output is
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from core.settings import CONFIG_DIR, ConfigError, available_environments, load_environments
+from core.settings import CONFIG_DIR, ConfigError, load_environments, scan_config_dir
 
 EXIT_CONFIG_ERROR = 2
 # What `terraform init/apply` leaves in a stack's folder: provider cache, lock file and, for
@@ -45,6 +45,9 @@ def synthesize(environments, outdir: Path) -> None:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
+        # mkdtemp makes the folder private (0700); the output is no secret and is read by
+        # other users and tools (CI caches, terraform run under another account).
+        staging.chmod(0o777 & ~_umask())
         build_app(environments, str(staging)).synth()
         _carry_over_terraform_files(outdir, staging)
         previous = outdir.with_name(f".{outdir.name}.previous")
@@ -55,6 +58,12 @@ def synthesize(environments, outdir: Path) -> None:
         shutil.rmtree(previous, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _carry_over_terraform_files(previous: Path, new: Path) -> None:
@@ -69,13 +78,8 @@ def _carry_over_terraform_files(previous: Path, new: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = args.environment or available_environments(args.config_dir)
-    if not names:
-        print(f"error: {args.config_dir}: no <environment>.yaml files; add one "
-              "(see config/production.yaml)", file=sys.stderr)
-        return EXIT_CONFIG_ERROR
     try:
-        environments = load_environments(names, args.config_dir)
+        environments = _load_configuration(args)
     except ConfigError as error:
         for problem in error.problems:
             print(f"error: {problem}", file=sys.stderr)
@@ -89,6 +93,32 @@ def main(argv: list[str] | None = None) -> int:
     stacks = ", ".join(["bootstrap", *(env.environment for env in environments)])
     print(f"synthesized {stacks} into {args.outdir}/stacks/")
     return 0
+
+
+def _load_configuration(args: argparse.Namespace) -> list:
+    """The environments to synthesize, validated; every file of the folder that cannot be
+    one is an error too, reported with them.
+
+    A file such as ``staging.yml`` is reported even with ``--environment``: skipping it would
+    leave its environment out of the bootstrap stack's roles without a word.
+    """
+    folder = args.config_dir
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "no such folder"
+        raise ConfigError([f"--config-dir {folder}: {problem}; name the folder of "
+                           "<environment>.yaml files (default: config/)"])
+    names, problems = scan_config_dir(folder)
+    names = args.environment or names
+    if not (names or problems):
+        raise ConfigError([f"{folder}: no <environment>.yaml files; add one "
+                           "(see config/production.yaml)"])
+    try:
+        environments = load_environments(names, folder)
+    except ConfigError as error:
+        problems += error.problems
+    if problems:
+        raise ConfigError(problems)
+    return environments
 
 
 if __name__ == "__main__":

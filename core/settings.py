@@ -2,19 +2,28 @@
 
 Everything the stacks build comes from here, and everything here is checked before a single
 construct exists: a bad file is reported as one line per problem (field, what is wrong, what is
-allowed) through :class:`ConfigError`, never as a traceback from deep inside the CDK.
+allowed) through :class:`ConfigError`, never as a traceback from deep inside the CDK. What AWS
+accepts (instance types, regions, log retention periods) comes from botocore's own data
+(:mod:`core.aws_catalog`).
 
 This module imports neither the CDK nor the provider, so validation costs milliseconds.
 """
 from __future__ import annotations
 
+import difflib
+import errno
 import ipaddress
+import os
 import re
+import unicodedata
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      field_validator)
+
+from core import aws_catalog
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -41,16 +50,47 @@ HOST_OFFSETS = {"lb": 10, "db": 10, "nfs": 11, "log": 12, "app": 20}
 MAX_APP_HOSTS = 50
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+# Stack names other than the environments' in cdktf.out/stacks/.
+RESERVED_ENVIRONMENT_NAMES = ("bootstrap",)
+CONFIG_SUFFIX = ".yaml"
+# Editor leftovers in config/: hidden files (Emacs' .#x.yaml lock, Vim's .x.yaml.swp), backups
+# (x.yaml~) and Emacs' auto-saves (#x.yaml#). They never name an environment.
+_EDITOR_FILE = re.compile(r"^(\..*|.*~|#.*#)$")
+
+# Tag keys the stacks set themselves: the provider's default tags and the most any one
+# resource adds (a host: Name, Role, UserDataSha256). A test checks the synthesized JSON
+# against this list. AWS allows 50 tags per resource, counting these.
+STACK_TAG_KEYS = ("Project", "Environment", "ManagedBy", "Name", "Role", "UserDataSha256")
+MAX_TAGS_PER_RESOURCE = 50
+MAX_USER_TAGS = MAX_TAGS_PER_RESOURCE - len(STACK_TAG_KEYS)
+
 _NAME = r"^[a-z][a-z0-9-]{1,20}$"
-_REGION = r"^[a-z]{2}(-gov)?-[a-z]+-\d$"
-_INSTANCE_TYPE = r"^[a-z][a-z0-9-]*\.[a-z0-9]+$"
 _HOSTNAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
-_GITHUB_REPOSITORY = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
-_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
-_IMAGE = r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
-_TAG_KEY = r"^[A-Za-z0-9 _.:/=+@-]{1,128}$"
 _NAME_FORM = "2-21 lower-case letters, digits or hyphens, starting with a letter"
 _TYPE_FORM = "an EC2 instance type such as t3.micro"
+_SHOWN_LENGTH = 60
+
+# The image reference grammar of the OCI distribution spec (distribution/reference), which
+# Docker applies: [registry[:port]/]path[:tag][@digest], path components lower case.
+_ALNUM = r"[a-z0-9]+"
+_PATH_COMPONENT = rf"{_ALNUM}(?:(?:[._]|__|-+){_ALNUM})*"
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_REGISTRY = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?P<name>(?:{_REGISTRY}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
+    r"(?::(?P<tag>[\w][\w.-]{0,127}))?"
+    r"(?:@(?P<algorithm>[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*)"
+    r":(?P<digest>[0-9a-fA-F]{32,}))?", re.ASCII)
+_DIGEST_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
+_IMAGE_FORM = "an image reference with a tag or digest, e.g. ghcr.io/org/app:1.4.2"
+
+_GITHUB_OWNER = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$")
+_GITHUB_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_BUCKET_RULE = ("S3 bucket names are 3 to 63 characters: lower-case letters, digits, dots and "
+                "hyphens, starting and ending with a letter or digit")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_TAG_PUNCTUATION = set(" _.:/=+-@")
 
 
 class ConfigError(Exception):
@@ -61,6 +101,17 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+def shown(value: Any) -> str:
+    """``value`` as a message quotes it: its repr, cut so that one line stays one line."""
+    text = repr(value)
+    return text if len(text) <= _SHOWN_LENGTH else text[:_SHOWN_LENGTH - 5] + "...'"
+
+
+def _did_you_mean(value: str, choices) -> str:
+    close = difflib.get_close_matches(value, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class _Section(BaseModel):
     # strict: YAML's "5" is not the number 5; frozen: the stacks only read.
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -68,15 +119,37 @@ class _Section(BaseModel):
 
 def _cidr(value: str) -> str:
     try:
-        network = ipaddress.ip_network(value, strict=True)
+        network = ipaddress.ip_network(value, strict=False)
     except ValueError:
-        raise ValueError(f"{value!r} is not a network in CIDR form such as 10.0.0.0/16")
+        raise ValueError(f"{shown(value)} is not a network in CIDR form such as 10.0.0.0/16")
     if network.version != 4:
-        raise ValueError(f"{value!r} is not an IPv4 network; the VPC is IPv4 only")
+        raise ValueError(f"{shown(value)} is not an IPv4 network; the VPC is IPv4 only")
+    if "/" not in value:
+        raise ValueError(f"{shown(value)} is a single address; write {value}/32 for it alone, "
+                         "or the network in CIDR form")
+    if str(network) != value:
+        raise ValueError(f"{shown(value)} has host bits set; the network is {network}")
     return value
 
 
-Cidr = Annotated[str, Field(description="An IPv4 network in CIDR form")]
+def _prefix_between(shortest: int, longest: int, allowed: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        prefix = ipaddress.ip_network(value).prefixlen
+        if not shortest <= prefix <= longest:
+            raise ValueError(f"{value} is a /{prefix}; {allowed}")
+        return value
+    return check
+
+
+Cidr = Annotated[str, Field(description="An IPv4 network in CIDR form"), AfterValidator(_cidr)]
+
+
+def _retention(value: int) -> int:
+    if value not in aws_catalog.LOG_RETENTION_DAYS:
+        allowed = ", ".join(map(str, aws_catalog.LOG_RETENTION_DAYS))
+        raise ValueError(f"{value} is not a CloudWatch Logs retention period; AWS allows "
+                         f"{allowed}")
+    return value
 
 
 class NetworkSettings(_Section):
@@ -86,30 +159,81 @@ class NetworkSettings(_Section):
     public_subnet_cidr: Cidr = "10.0.1.0/24"
     private_subnet_cidr: Cidr = "10.0.2.0/24"
     # Private hosts need a way out for packages, container images and SSM. Without NAT they
-    # need VPC endpoints and a package mirror, which this project does not create.
+    # need VPC endpoints and a package mirror, which this project does not create: only true
+    # is accepted.
     nat_gateway: bool = True
-    flow_log_retention_days: int = Field(default=365, ge=1, le=3653)
+    flow_log_retention_days: int = Field(default=365, description="a CloudWatch Logs "
+                                         "retention period")
 
-    _check_cidrs = field_validator(
-        "vpc_cidr", "public_subnet_cidr", "private_subnet_cidr")(_cidr)
+    _check_vpc = field_validator("vpc_cidr")(
+        _prefix_between(16, 28, "AWS allows VPC blocks of /16 to /28"))
+    # The fixed host addresses (offsets 10 to 20 + app.host_count) need a /26 at least.
+    _check_subnets = field_validator("public_subnet_cidr", "private_subnet_cidr")(
+        _prefix_between(16, 26, "use /16 to /26: AWS allows /16 to /28 and the hosts' fixed "
+                        "addresses need a /26"))
+    _check_retention = field_validator("flow_log_retention_days")(_retention)
+
+    @field_validator("nat_gateway")
+    @classmethod
+    def _check_nat(cls, value: bool) -> bool:
+        if not value:
+            raise ValueError("false would leave the private hosts with no way out (packages, "
+                             "container images, SSM): this project creates no VPC endpoints "
+                             "or package mirror; keep true")
+        return value
+
+
+def _instance_type(value: str) -> str:
+    known = aws_catalog.instance_types()
+    if value not in known:
+        raise ValueError(f"{shown(value)} is not an EC2 instance type{_did_you_mean(value, known)}"
+                         f" (botocore {aws_catalog.botocore_version()} knows {len(known)} types; "
+                         "a newer type needs a newer botocore)")
+    if value.startswith("mac"):
+        raise ValueError(f"{shown(value)} is a macOS instance (dedicated hosts only); the "
+                         "hosts run Ubuntu: choose e.g. t3.micro or t4g.micro")
+    return value
+
+
+InstanceType = Annotated[str, Field(description=_TYPE_FORM), AfterValidator(_instance_type)]
 
 
 class InstanceTypes(_Section):
     """EC2 instance type per role; the defaults are the seed's sizes."""
 
-    lb: str = Field(default="t3.micro", pattern=_INSTANCE_TYPE, description=_TYPE_FORM)
-    app: str = Field(default="t3.micro", pattern=_INSTANCE_TYPE, description=_TYPE_FORM)
-    db: str = Field(default="t3.small", pattern=_INSTANCE_TYPE, description=_TYPE_FORM)
-    nfs: str = Field(default="t3.micro", pattern=_INSTANCE_TYPE, description=_TYPE_FORM)
-    log: str = Field(default="t3.medium", pattern=_INSTANCE_TYPE, description=_TYPE_FORM)
+    lb: InstanceType = "t3.micro"
+    app: InstanceType = "t3.micro"
+    db: InstanceType = "t3.small"
+    nfs: InstanceType = "t3.micro"
+    log: InstanceType = "t3.medium"
+
+
+def _image(value: str) -> str:
+    reference = _IMAGE_REFERENCE.fullmatch(value)
+    hint = ""
+    if "://" in value:
+        hint = f"; drop the scheme {value.split('://')[0] + '://'!r}"
+    elif reference is None and _IMAGE_REFERENCE.fullmatch(value.lower()):
+        hint = "; repository names are lower case"
+    elif reference and not (reference["tag"] or reference["digest"]):
+        hint = "; add a tag (:1.4.2) or a digest (@sha256:...)"
+    elif reference and len(reference["name"]) > 255:
+        hint = "; the name is longer than 255 characters"
+    elif reference and reference["digest"]:
+        length = _DIGEST_LENGTHS.get(reference["algorithm"])
+        if length != len(reference["digest"]) or reference["digest"] != reference[
+                "digest"].lower():
+            hint = "; a digest is sha256: and 64 lower-case hex digits"
+    if hint or reference is None:
+        raise ValueError(f"{shown(value)} is not {_IMAGE_FORM}{hint}")
+    return value
 
 
 class AppSettings(_Section):
     """The application fleet: how many APP hosts and which container image they run."""
 
-    host_count: int = Field(ge=1, le=MAX_APP_HOSTS)
-    image: str = Field(pattern=_IMAGE, description="an image with a tag or digest, "
-                       "e.g. ghcr.io/org/app:1.4.2")
+    host_count: int = Field(ge=1, le=MAX_APP_HOSTS, description=f"1 to {MAX_APP_HOSTS}")
+    image: Annotated[str, AfterValidator(_image)] = Field(description=_IMAGE_FORM)
 
 
 class NfsSettings(_Section):
@@ -124,7 +248,7 @@ class BackupSettings(_Section):
     retention_days: int = Field(default=14, ge=1, le=3650)
     # systemd OnCalendar time of day, UTC.
     time: str = Field(default="03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
-                      description="HH:MM, 24-hour clock, UTC")
+                      description="HH:MM, 24-hour clock, UTC, in quotes")
 
 
 class LogSettings(_Section):
@@ -133,22 +257,48 @@ class LogSettings(_Section):
     retention_days: int = Field(default=30, ge=1, le=3650)
 
 
+def _tag_text(value: str) -> bool:
+    # What every tagged service accepts (IAM is the strictest): letters, digits and spaces
+    # in any script, and _ . : / = + - @
+    return all(unicodedata.category(char)[0] in "LNZ" or char in _TAG_PUNCTUATION
+               for char in value)
+
+
+def _tag_key(key: str) -> str:
+    allowed = "1 to 128 letters, digits, spaces or _ . : / = + - @"
+    if not 1 <= len(key) <= 128 or not _tag_text(key):
+        raise ValueError(f"tag key {shown(key)} is not {allowed}")
+    if key.lower().startswith("aws:"):
+        raise ValueError(f"tag key {shown(key)}: the prefix aws: is reserved for AWS")
+    taken = {name.lower(): name for name in STACK_TAG_KEYS}
+    if key.lower() in taken:
+        raise ValueError(f"tag key {shown(key)} is set by the stacks themselves "
+                         f"({', '.join(STACK_TAG_KEYS)}); choose another key")
+    return key
+
+
+def _tag_value(value: str) -> str:
+    if len(value) > 256 or not _tag_text(value):
+        raise ValueError(f"tag value {shown(value)} is not 0 to 256 letters, digits, spaces "
+                         "or _ . : / = + - @")
+    return value
+
+
 class Settings(_Section):
     """One environment: everything ``config/<environment>.yaml`` may say."""
 
     environment: str = Field(pattern=_NAME, description=_NAME_FORM)
     project: str = Field(default="webapp", pattern=_NAME, description=_NAME_FORM)
-    region: str = Field(pattern=_REGION, description="an AWS region such as eu-west-1")
-    availability_zone: str
+    region: str = Field(description="an AWS region such as eu-west-1")
+    availability_zone: str = Field(description="a zone of the region such as eu-west-1a")
     admin_cidr: Cidr
     domain: Optional[str] = Field(default=None, max_length=253, pattern=_HOSTNAME,
                                   description="a lower-case DNS name such as "
                                   "app.example.com, or null for plain HTTP")
-    acme_email: Optional[str] = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
-                                      description="an e-mail address, or null")
-    github_repository: str = Field(pattern=_GITHUB_REPOSITORY, description="owner/name")
-    state_bucket: str = Field(pattern=_BUCKET, description="an S3 bucket name: lower-case "
-                              "letters, digits, dots and hyphens")
+    acme_email: Optional[str] = Field(default=None, description="an e-mail address such as "
+                                      "ops@example.com, or null")
+    github_repository: str = Field(description="owner/name, e.g. example-org/web-platform")
+    state_bucket: str = Field(description=_BUCKET_RULE)
     # Refuse `terraform destroy` and API termination of the hosts that hold data.
     protect_data: bool = True
     network: NetworkSettings = NetworkSettings()
@@ -157,9 +307,93 @@ class Settings(_Section):
     nfs: NfsSettings = NfsSettings()
     backups: BackupSettings = BackupSettings()
     logs: LogSettings = LogSettings()
-    tags: dict[Annotated[str, Field(pattern=_TAG_KEY)], Annotated[str, Field(max_length=256)]] = {}
+    tags: dict[Annotated[str, AfterValidator(_tag_key)],
+               Annotated[str, AfterValidator(_tag_value)]] = {}
 
-    _check_admin_cidr = field_validator("admin_cidr")(_cidr)
+    @field_validator("region")
+    @classmethod
+    def _check_region(cls, value: str) -> str:
+        known = aws_catalog.regions()
+        if value not in known:
+            raise ValueError(f"{shown(value)} is not an AWS region{_did_you_mean(value, known)}"
+                             f" (regions known to botocore {aws_catalog.botocore_version()}; "
+                             "a region opened later needs a newer botocore)")
+        return value
+
+    @field_validator("availability_zone")
+    @classmethod
+    def _check_zone(cls, value: str) -> str:
+        # botocore has no zone list; zone names are the region and a letter, a to f at most
+        # (us-east-1 has six).
+        if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d+[a-f]", value):
+            raise ValueError(f"{shown(value)} is not an availability zone: the region "
+                             "followed by a letter a to f, e.g. eu-west-1a")
+        return value
+
+    @field_validator("admin_cidr")
+    @classmethod
+    def _check_admin_cidr(cls, value: str) -> str:
+        if ipaddress.ip_network(value).prefixlen == 0:
+            raise ValueError(f"{value} would open Kibana to the whole internet; name your "
+                             "office or VPN range")
+        return value
+
+    @field_validator("acme_email")
+    @classmethod
+    def _check_email(cls, value: Optional[str]) -> Optional[str]:
+        if value is not None and value.lower().startswith("mailto:"):
+            raise ValueError(f"{shown(value)}: write the address alone, without mailto:")
+        if value is not None and not re.fullmatch(r"[^@\s:]+@[^@\s]+\.[a-z]{2,}", value):
+            raise ValueError(f"{shown(value)} is not an e-mail address such as "
+                             "ops@example.com")
+        return value
+
+    @field_validator("github_repository")
+    @classmethod
+    def _check_repository(cls, value: str) -> str:
+        path = re.sub(r"^([a-z+]+://)?([^@/]+@)?(www\.)?github\.com[:/]", "", value)
+        path = path.removesuffix("/").removesuffix(".git")
+        owner, _, name = path.partition("/")
+        sound = (_GITHUB_OWNER.fullmatch(owner) and _GITHUB_NAME.fullmatch(name)
+                 and name not in (".", ".."))
+        if path != value and sound:
+            raise ValueError(f"{shown(value)}: write owner/name only, {path!r}: the OIDC "
+                             "subject names the repository without URL or .git")
+        if not sound:
+            raise ValueError(f"{shown(value)} is not owner/name, e.g. example-org/web-platform")
+        return value
+
+    @field_validator("state_bucket")
+    @classmethod
+    def _check_bucket(cls, value: str) -> str:
+        problem = None
+        if not 3 <= len(value) <= 63:
+            problem = f"is {len(value)} characters long"
+        elif not re.fullmatch(r"[a-z0-9.-]+", value):
+            problem = "holds a character other than a-z, 0-9, . or -"
+        elif not (value[0].isalnum() and value[-1].isalnum()):
+            problem = "does not start and end with a letter or digit"
+        elif ".." in value:
+            problem = "holds two adjacent dots"
+        elif re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value):
+            problem = "is shaped like an IP address"
+        elif value.startswith(_BUCKET_PREFIXES):
+            problem = f"starts with a prefix AWS reserves ({', '.join(_BUCKET_PREFIXES)})"
+        elif value.endswith(_BUCKET_SUFFIXES):
+            problem = f"ends with a suffix AWS reserves ({', '.join(_BUCKET_SUFFIXES)})"
+        if problem:
+            raise ValueError(f"{shown(value)} {problem}; {_BUCKET_RULE}, not shaped like an "
+                             "IP address, no '..'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tag_count(cls, value: dict) -> dict:
+        if len(value) > MAX_USER_TAGS:
+            raise ValueError(f"{len(value)} tags; at most {MAX_USER_TAGS}: AWS allows "
+                             f"{MAX_TAGS_PER_RESOURCE} per resource and the stacks set "
+                             f"{len(STACK_TAG_KEYS)} ({', '.join(STACK_TAG_KEYS)})")
+        return value
 
     @property
     def name_prefix(self) -> str:
@@ -178,61 +412,123 @@ class Settings(_Section):
         first = ipaddress.ip_network(cidr)[HOST_OFFSETS[role]]
         return [str(first + index) for index in range(len(self.host_names(role)))]
 
+    def architecture(self, role: str) -> str:
+        """``x86_64`` or ``arm64``: what the role's instance type runs, so its AMI matches."""
+        return aws_catalog.instance_architecture(getattr(self.instance_types, role))
 
-def _cross_field_problems(settings: Settings) -> list[str]:
+
+class _Unchecked(Exception):
+    """A field that failed its own check (or its section did): comparisons skip it."""
+
+
+class _CheckedFields:
+    """The values of the fields that passed their own checks, for the checks that compare.
+
+    So that a file with both kinds of mistake is fixed in one round, the comparisons run even
+    when some single-field check failed; each skips the comparisons that involve a bad field.
+    """
+
+    def __init__(self, document: dict, failed: set[tuple]):
+        self._document = document
+        self._failed = failed
+
+    def __getitem__(self, dotted: str) -> Any:
+        path = tuple(dotted.split("."))
+        if any(path[:length] in self._failed for length in range(1, len(path) + 1)):
+            raise _Unchecked(dotted)
+        value, model = self._document, Settings
+        for part in path:
+            field = model.model_fields[part]
+            if isinstance(value, dict) and part in value:
+                value = value[part]
+            elif field.is_required():
+                raise _Unchecked(dotted)
+            else:
+                value = field.get_default(call_default_factory=True)
+            model = field.annotation
+        return value.model_dump() if isinstance(value, BaseModel) else value
+
+
+def _subnet_problems(fields: _CheckedFields) -> list[str]:
+    problems = []
+    vpc = ipaddress.ip_network(fields["network.vpc_cidr"])
+    for field in ("network.public_subnet_cidr", "network.private_subnet_cidr"):
+        if not ipaddress.ip_network(fields[field]).subnet_of(vpc):
+            problems.append(f"{field}: {fields[field]} lies outside network.vpc_cidr {vpc}; "
+                            "choose a subnet inside the VPC")
+    return problems
+
+
+def _overlap_problems(fields: _CheckedFields) -> list[str]:
+    public = ipaddress.ip_network(fields["network.public_subnet_cidr"])
+    private = ipaddress.ip_network(fields["network.private_subnet_cidr"])
+    if public.overlaps(private):
+        return [f"network.private_subnet_cidr: {private} overlaps network.public_subnet_cidr "
+                f"{public}; the subnets must not overlap"]
+    return []
+
+
+def _app_fit_problems(fields: _CheckedFields) -> list[str]:
+    private = ipaddress.ip_network(fields["network.private_subnet_cidr"])
+    count = fields["app.host_count"]
+    # AWS keeps the last address of every subnet (and the first four).
+    if HOST_OFFSETS["app"] + count > private.num_addresses - 1:
+        return [f"app.host_count: {count} APP hosts do not fit in {private}; use a larger "
+                "private subnet or fewer hosts"]
+    return []
+
+
+def _zone_problems(fields: _CheckedFields) -> list[str]:
+    region, zone = fields["region"], fields["availability_zone"]
+    if zone[:-1] != region:
+        return [f"availability_zone: {zone!r} is not a zone of region {region}; use e.g. "
+                f"{region}a"]
+    return []
+
+
+_CROSS_FIELD_CHECKS = (_subnet_problems, _overlap_problems, _app_fit_problems, _zone_problems)
+
+
+def _cross_field_problems(fields: _CheckedFields) -> list[str]:
     """Checks that span several fields, each reported against the field to change."""
     problems = []
-    net = settings.network
-    vpc = ipaddress.ip_network(net.vpc_cidr)
-    subnets = {"network.public_subnet_cidr": net.public_subnet_cidr,
-               "network.private_subnet_cidr": net.private_subnet_cidr}
-    for field, cidr in subnets.items():
-        if not ipaddress.ip_network(cidr).subnet_of(vpc):
-            problems.append(f"{field}: {cidr} lies outside network.vpc_cidr {net.vpc_cidr}; "
-                            "choose a subnet inside the VPC")
-    public, private = (ipaddress.ip_network(c) for c in subnets.values())
-    if public.overlaps(private):
-        problems.append(f"network.private_subnet_cidr: {private} overlaps "
-                        f"network.public_subnet_cidr {public}; the subnets must not overlap")
-    for field, network in (("network.public_subnet_cidr", public),
-                           ("network.private_subnet_cidr", private)):
-        if network.prefixlen > 26:
-            problems.append(f"{field}: {network} is too small; use a /26 or larger")
-    last_app = HOST_OFFSETS["app"] + settings.app.host_count
-    if not problems and last_app > private.num_addresses - 2:
-        problems.append(f"app.host_count: {settings.app.host_count} APP hosts do not fit in "
-                        f"{private}; use a larger private subnet or fewer hosts")
-    if ipaddress.ip_network(settings.admin_cidr).prefixlen == 0:
-        problems.append("admin_cidr: 0.0.0.0/0 would open Kibana to the whole internet; "
-                        "name your office or VPN range")
-    if not settings.availability_zone.startswith(settings.region) or not re.fullmatch(
-            r"[a-z]", settings.availability_zone[len(settings.region):]):
-        problems.append(f"availability_zone: {settings.availability_zone!r} is not a zone of "
-                        f"region {settings.region}; use e.g. {settings.region}a")
+    for check in _CROSS_FIELD_CHECKS:
+        try:
+            problems += check(fields)
+        except _Unchecked:
+            pass
     return problems
 
 
 def _describe(error: dict) -> str:
     """One line for one pydantic error: the dotted field, then what is wrong and allowed."""
-    location = ".".join(str(part) for part in error["loc"])
+    path = [str(part) for part in error["loc"]]
+    if path and path[-1] == "[key]":  # a dict key's own check: the key is in the message
+        path = path[:-2]
+    location = ".".join(path)
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = _model_at(error["loc"][:-1])
         allowed = ", ".join(parent.model_fields) if parent else "see README"
-        return f"{location}: unknown key; allowed keys here: {allowed}"
+        guess = _did_you_mean(str(error["loc"][-1]), parent.model_fields) if parent else ""
+        return f"{location}: unknown key{guess}; allowed keys here: {allowed}"
+    field = _field_at(error["loc"])
+    wanted = f" ({field.description})" if field and field.description else ""
     if kind == "missing":
-        return f"{location}: required but missing"
+        return f"{location}: required but missing{wanted}"
     if kind == "model_type":
-        return f"{location}: expected a mapping of settings (got {error.get('input')!r})"
+        return f"{location}: expected a mapping of settings (got {shown(error.get('input'))})"
     message = error["msg"].removeprefix("Value error, ")
     if kind == "string_pattern_mismatch":
-        parent = _model_at(error["loc"][:-1])
-        field = parent.model_fields.get(str(error["loc"][-1])) if parent else None
-        message = f"expected {field.description}" if field and field.description else (
-            "is not in the expected form")
+        message = f"expected {field.description}" if wanted else "is not in the expected form"
     got = error.get("input")
-    shown = "" if kind == "value_error" or isinstance(got, (dict, list)) else f" (got {got!r})"
-    return f"{location}: {message}{shown}"
+    if kind == "value_error" or isinstance(got, (dict, list)):
+        return f"{location}: {message}"
+    hint = ""
+    if kind.endswith("_type") and isinstance(got, str) and re.fullmatch(
+            r"true|false|-?\d+(\.\d+)?", got.lower()):
+        hint = "; write it without quotes"
+    return f"{location}: {message} (got {shown(got)}{hint})"
 
 
 def _model_at(path: tuple) -> Optional[type[BaseModel]]:
@@ -246,32 +542,128 @@ def _model_at(path: tuple) -> Optional[type[BaseModel]]:
     return model
 
 
+def _field_at(path: tuple):
+    parent = _model_at(path[:-1]) if path else None
+    return parent.model_fields.get(str(path[-1])) if parent else None
+
+
+class _BaseSixty:
+    """An unquoted ``12:30``, which YAML 1.1 reads as a base-60 number (750)."""
+
+    def __init__(self, text: str, value):
+        self.text, self.value = text, value
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """YAML's safe loader, except that a key given twice is an error, not a silent override."""
+    """YAML's safe loader, except that a key given twice is an error, not a silent override,
+    and that a base-60 number is kept apart to be reported with the text as typed."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<:` merges, then keys override
+                continue
             key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}",
+            try:
+                duplicate = key in seen
+            except TypeError:
+                raise yaml.MarkedYAMLError(
+                    problem="a key must be a plain value, not a list or a mapping",
+                    problem_mark=key_node.start_mark)
+            if duplicate:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {shown(key)}",
                                            problem_mark=key_node.start_mark)
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
+    def construct_yaml_int(self, node):
+        value = super().construct_yaml_int(node)
+        return _BaseSixty(node.value, value) if ":" in node.value else value
+
+    def construct_yaml_float(self, node):
+        value = super().construct_yaml_float(node)
+        return _BaseSixty(node.value, value) if ":" in node.value else value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+
+
+def _base_sixty(document, path=()) -> dict[tuple, _BaseSixty]:
+    if isinstance(document, _BaseSixty):
+        return {path: document}
+    found = {}
+    children = document.items() if isinstance(document, dict) else (
+        enumerate(document) if isinstance(document, list) else ())
+    for key, child in children:
+        found.update(_base_sixty(child, (*path, key)))
+    return found
+
+
+def scan_config_dir(config_dir: Path = CONFIG_DIR) -> tuple[list[str], list[str]]:
+    """The environment names in ``config_dir``, sorted, and the problems of its files.
+
+    A file that looks meant as an environment but would not be read as one (``staging.yml``,
+    ``Prod.yaml``, ``bootstrap.yaml``, a broken link) is a problem: ignoring it silently
+    would drop that environment's stack and its roles from the output. Editor leftovers and
+    other files are ignored.
+    """
+    names, problems = [], []
+    for path in sorted(config_dir.iterdir()):
+        stem, suffix = os.path.splitext(path.name)
+        if _EDITOR_FILE.match(path.name) or suffix.lower() not in (".yaml", ".yml"):
+            continue
+        if suffix != CONFIG_SUFFIX:
+            problems.append(f"{path}: environment files end in {CONFIG_SUFFIX}; rename it to "
+                            f"{stem}{CONFIG_SUFFIX} (or move it out of {config_dir})")
+            continue
+        problem = _file_problem(path)
+        if problem is None and not ENVIRONMENT_NAME.fullmatch(stem):
+            problem = (f"{stem!r} cannot name an environment: rename the file to "
+                       f"{_NAME_FORM}, then {CONFIG_SUFFIX}")
+        if problem is None and stem in RESERVED_ENVIRONMENT_NAMES:
+            problem = (f"{stem!r} is the name of the stack that holds the state bucket and "
+                       "the GitHub roles; give the environment another name")
+        if problem:
+            problems.append(f"{path}: {problem}")
+        else:
+            names.append(stem)
+    return names, problems
+
+
+def _file_problem(path: Path) -> Optional[str]:
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "a loop of symbolic links; point it at a real file"
+        if path.is_symlink():
+            return (f"a symbolic link to {os.readlink(path)}, which does not exist; fix or "
+                    "remove the link")
+        return f"cannot be read ({error.strerror})"
+    if not path.is_file():
+        return "not a regular file; an environment is a YAML file"
+    return None
+
 
 def available_environments(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """The environment names that have a configuration file, sorted."""
-    return sorted(path.stem for path in config_dir.glob("*.yaml"))
+    """The environment names that have a usable configuration file, sorted."""
+    return scan_config_dir(config_dir)[0]
 
 
 def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
     """Read and validate one environment; raise :class:`ConfigError` listing every problem."""
-    path = config_dir / f"{name}.yaml"
+    path = config_dir / f"{name}{CONFIG_SUFFIX}"
     if path.is_file() and not ENVIRONMENT_NAME.fullmatch(name):
         raise ConfigError([f"{path}: {name!r} cannot name an environment: rename the file to "
-                           f"{_NAME_FORM}, then .yaml"])
+                           f"{_NAME_FORM}, then {CONFIG_SUFFIX}"])
+    if name in RESERVED_ENVIRONMENT_NAMES:
+        raise ConfigError([f"{path}: {name!r} is the name of the stack that holds the state "
+                           "bucket and the GitHub roles; give the environment another name"])
     if not path.is_file():
+        problem = _file_problem(path) if path.is_symlink() else None
+        if problem:
+            raise ConfigError([f"{path}: {problem}"])
         known = ", ".join(available_environments(config_dir)) or "none"
         raise ConfigError([f"{path}: unknown environment {name!r}; known environments: {known}"])
     try:
@@ -286,13 +678,24 @@ def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
     if not isinstance(document, dict):
         raise ConfigError([f"{path}: expected a mapping of settings at the top level"])
     if document.setdefault("environment", name) != name:
-        raise ConfigError([f"{path}: environment: {document['environment']!r} does not match "
-                           f"the file name; write {name!r} or rename the file"])
+        raise ConfigError([f"{path}: environment: {shown(document['environment'])} does not "
+                           f"match the file name; write {name!r} or rename the file"])
+    problems = []
+    base_sixty = _base_sixty(document)
+    for where, number in base_sixty.items():
+        problems.append(f"{'.'.join(map(str, where))}: {number.text} is read by YAML as the "
+                        f"base-60 number {number.value}; quote it: \"{number.text}\"")
+    failed = set(base_sixty)
     try:
         settings = Settings.model_validate(document)
     except ValidationError as error:
-        raise ConfigError([f"{path}: {_describe(e)}" for e in error.errors()])
-    problems = _cross_field_problems(settings)
+        settings = None
+        for detail in error.errors():
+            location = tuple(detail["loc"])
+            if not any(location[:len(where)] == where for where in base_sixty):
+                problems.append(_describe(detail))
+            failed.add(location)
+    problems += _cross_field_problems(_CheckedFields(document, failed))
     if problems:
         raise ConfigError([f"{path}: {problem}" for problem in problems])
     return settings
@@ -306,8 +709,7 @@ def load_environments(names: list[str], config_dir: Path = CONFIG_DIR) -> list[S
             loaded.append(load_environment(name, config_dir))
         except ConfigError as error:
             problems.extend(error.problems)
-    if not problems:
-        problems = _shared_problems(loaded)
+    problems += _shared_problems(loaded)
     if problems:
         raise ConfigError(problems)
     return loaded

@@ -1,0 +1,80 @@
+"""What AWS accepts, read from the data botocore ships: instance types, regions, log retention.
+
+botocore is already installed (boto3 runs the rolling update) and carries the EC2 service model
+and the endpoint data of every partition. Its files are read directly, without importing
+botocore (whose import alone costs about 0.3 s), so that a configuration mistake is still
+reported in a fraction of a second. The data is as new as the pinned botocore: to accept an
+instance type or a region AWS opened later, raise the boto3/botocore pins
+(requirements-common.txt, constraints.txt).
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+# CloudWatch Logs accepts only these retention periods. botocore's logs model states them in
+# the documentation of its ``Days`` shape rather than as an enum (a test compares the two).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
+
+# A family is a kind (letters), a generation (digits) and options (letters, hyphens...).
+_FAMILY = re.compile(r"^(?P<kind>[a-z]+)(?P<generation>\d+)(?P<options>[a-z0-9-]*)$")
+
+
+def _data_dir() -> Path:
+    spec = importlib.util.find_spec("botocore")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+def botocore_version() -> str:
+    """The version of botocore whose data is used, for messages."""
+    return importlib.metadata.version("botocore")
+
+
+@functools.cache
+def instance_types() -> frozenset[str]:
+    """Every EC2 instance type: the ``InstanceType`` enum of the EC2 service model."""
+    service = _data_dir() / "ec2"
+    newest = max(path.name for path in service.iterdir() if (path / "service-2.json.gz").exists())
+    text = gzip.decompress((service / newest / "service-2.json.gz").read_bytes()).decode()
+    # The model is 3 MB of JSON; only one shape of it is needed. Decoding that shape alone
+    # takes a millisecond where the whole model takes about 0.1 s.
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r'"InstanceType"\s*:\s*(?=\{)', text):
+        shape, _ = decoder.raw_decode(text, match.end())
+        if "enum" in shape:
+            return frozenset(shape["enum"])
+    raise LookupError(f"no InstanceType enum in botocore's EC2 model {newest}")
+
+
+@functools.cache
+def regions() -> frozenset[str]:
+    """Every region of every partition (aws, aws-cn, aws-us-gov, ...) in the endpoint data.
+
+    ``endpoints.json`` rather than ``partitions.json``: the latter lags (botocore 1.35.99
+    lists mx-central-1 in the first only). ``Session.get_available_regions("ec2")`` reads the
+    same file but answers for the ``aws`` partition alone.
+    """
+    endpoints = json.loads((_data_dir() / "endpoints.json").read_text(encoding="utf-8"))
+    return frozenset(region for partition in endpoints["partitions"]
+                     for region in partition["regions"])
+
+
+def instance_architecture(instance_type: str) -> str:
+    """``arm64`` or ``x86_64``: what an instance type runs, derived from its family's name.
+
+    botocore has no per-type architecture. AWS names its Graviton (arm64) families with a
+    ``g`` right after the generation (t4g, m7gd, c6gn, im4gn, x2gd, g5g) and the first one
+    ``a1``; a ``g`` as the kind (g4dn, g5, g6e: GPU instances) is x86_64. ``mac`` families
+    (macOS on dedicated hosts) run no Linux AMI and are refused by the settings.
+    """
+    family = instance_type.split(".", 1)[0]
+    match = _FAMILY.match(family)
+    if match and (family == "a1" or match["options"].startswith("g")):
+        return "arm64"
+    return "x86_64"
