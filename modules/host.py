@@ -11,17 +11,23 @@ from core.cdk import Construct, DataAwsAmi, Eip, Instance
 # Ubuntu 24.04 LTS, published by Canonical: cloud-init, the SSM agent and current PostgreSQL,
 # Docker and NFS packages in its archive, and security updates until 2029.
 UBUNTU_OWNER = "099720692109"
-UBUNTU_IMAGE_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*"
+# Canonical names its images by Debian architecture; EC2 filters by its own name.
+UBUNTU_ARCHITECTURES = {"x86_64": "amd64", "arm64": "arm64"}
+UBUNTU_IMAGE_NAME = "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-{}-server-*"
 
 
 class UbuntuAmi(Construct):
-    """The newest Ubuntu 24.04 LTS image for x86_64, looked up at plan time."""
+    """The newest Ubuntu 24.04 LTS image for one architecture, looked up at plan time.
 
-    def __init__(self, scope: Construct, id: str):
+    architecture: EC2's name, ``x86_64`` or ``arm64`` (Graviton instance types).
+    """
+
+    def __init__(self, scope: Construct, id: str, architecture: str = "x86_64"):
         super().__init__(scope, id)
         image = DataAwsAmi(self, "image", most_recent=True, owners=[UBUNTU_OWNER], filter=[
-            {"name": "name", "values": [UBUNTU_IMAGE_NAME]},
-            {"name": "architecture", "values": ["x86_64"]},
+            {"name": "name",
+             "values": [UBUNTU_IMAGE_NAME.format(UBUNTU_ARCHITECTURES[architecture])]},
+            {"name": "architecture", "values": [architecture]},
             {"name": "virtualization-type", "values": ["hvm"]},
         ])
         self.id = image.id

@@ -16,8 +16,6 @@ class NetworkConfig:
     """Inputs of :class:`Network`.
 
     name: prefix of every Name tag and named resource.
-    nat_gateway: give the private subnet a way out (packages, images, SSM) through a NAT
-        gateway in the public subnet; without it private hosts reach nothing outside the VPC.
     flow_log_retention_days: how long VPC flow logs are kept in CloudWatch Logs.
     """
 
@@ -26,7 +24,6 @@ class NetworkConfig:
     public_subnet_cidr: str
     private_subnet_cidr: str
     availability_zone: str
-    nat_gateway: bool = True
     flow_log_retention_days: int = 365
 
 
@@ -59,17 +56,17 @@ class Network(Construct):
                                     tags={"Name": f"{name}-private"})
         RouteTableAssociation(self, "private-routes-association", subnet_id=private.id,
                               route_table_id=private_routes.id)
-        self.private_egress: list = []
-        if config.nat_gateway:
-            nat_address = Eip(self, "nat-address", domain="vpc",
-                              tags={"Name": f"{name}-nat"}, depends_on=[gateway])
-            nat = NatGateway(self, "nat-gateway", allocation_id=nat_address.id,
-                             subnet_id=public.id, tags={"Name": f"{name}-nat"})
-            route_out = Route(self, "private-default-route", route_table_id=private_routes.id,
-                              destination_cidr_block=ANYWHERE, nat_gateway_id=nat.id)
-            # A private host's first boot installs packages and pulls images: it must not
-            # start before its way out exists.
-            self.private_egress = [route_out]
+        # The private hosts' only way out (packages, images, SSM): the project creates no VPC
+        # endpoints, so the settings refuse to go without it.
+        nat_address = Eip(self, "nat-address", domain="vpc",
+                          tags={"Name": f"{name}-nat"}, depends_on=[gateway])
+        nat = NatGateway(self, "nat-gateway", allocation_id=nat_address.id,
+                         subnet_id=public.id, tags={"Name": f"{name}-nat"})
+        route_out = Route(self, "private-default-route", route_table_id=private_routes.id,
+                          destination_cidr_block=ANYWHERE, nat_gateway_id=nat.id)
+        # A private host's first boot installs packages and pulls images: it must not start
+        # before its way out exists.
+        self.private_egress = [route_out]
 
         # Declaring the default group with no rules empties it: nothing can use it by mistake.
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id, ingress=[],

@@ -33,11 +33,12 @@ class EnvironmentStack(TerraformStack):
             public_subnet_cidr=settings.network.public_subnet_cidr,
             private_subnet_cidr=settings.network.private_subnet_cidr,
             availability_zone=settings.availability_zone,
-            nat_gateway=settings.network.nat_gateway,
             flow_log_retention_days=settings.network.flow_log_retention_days))
         groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
             name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
-        ubuntu = UbuntuAmi(self, "ubuntu")
+        # One image lookup per architecture in use: Graviton types (t4g...) need arm64.
+        ubuntu = {arch: UbuntuAmi(self, "ubuntu" if arch == "x86_64" else f"ubuntu-{arch}", arch)
+                  for arch in sorted({settings.architecture(role) for role in ROLES})}
         storage = NfsStorage(self, "nfs-storage", NfsStorageConfig(
             name=f"{prefix}-backups", environment=settings.environment,
             availability_zone=settings.availability_zone, size_gb=settings.nfs.volume_size_gb,
@@ -52,7 +53,8 @@ class EnvironmentStack(TerraformStack):
                 hosts[name] = Host(self, name, HostConfig(
                     name=name, role=role, environment=settings.environment,
                     instance_type=getattr(settings.instance_types, role),
-                    ami_id=ubuntu.id, subnet_id=subnet, security_group_id=groups.ids[role],
+                    ami_id=ubuntu[settings.architecture(role)].id, subnet_id=subnet,
+                    security_group_id=groups.ids[role],
                     private_ip=address, instance_profile=identity.instance_profile_name,
                     user_data=user_data.render(
                         settings, role, name,

@@ -258,10 +258,18 @@ def test_testing_api_sees_the_same_architecture():
     assert len(json.loads(synthesized)["resource"]["aws_instance"]) == 6
 
 
-def test_nat_gateway_can_be_switched_off():
+def test_graviton_hosts_boot_an_arm64_image():
+    """t4g is arm64 (Graviton): its hosts get Canonical's arm64 image, the others amd64."""
     settings = load_environment("staging")
     settings = settings.model_copy(update={
-        "network": settings.network.model_copy(update={"nat_gateway": False})})
+        "instance_types": settings.instance_types.model_copy(update={"app": "t4g.micro"})})
     stack = json.loads(Testing.synth(EnvironmentStack(Testing.app(), settings)))
-    assert "aws_nat_gateway" not in stack["resource"]
-    assert len(stack["resource"]["aws_eip"]) == 1  # LB-01's only
+    images = {}
+    for key, ami in stack["data"]["aws_ami"].items():
+        filters = {f["name"]: f["values"] for f in ami["filter"]}
+        images[f"${{data.aws_ami.{key}.id}}"] = (*filters["architecture"], *filters["name"])
+    used = {(host["tags"]["Role"], images[host["ami"]])
+            for host in resources(stack, "aws_instance").values()}
+    x86 = ("x86_64", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*")
+    arm = ("arm64", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-*")
+    assert used == {("app", arm), ("lb", x86), ("db", x86), ("nfs", x86), ("log", x86)}
