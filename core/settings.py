@@ -108,8 +108,10 @@ def shown(value: Any) -> str:
 
 
 def _did_you_mean(value: str, choices) -> str:
-    close = difflib.get_close_matches(value, sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    normalised = value.strip().lower()
+    close = [normalised] if normalised in choices else difflib.get_close_matches(
+        value, sorted(choices), n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 class _Section(BaseModel):
@@ -186,9 +188,10 @@ class NetworkSettings(_Section):
 def _instance_type(value: str) -> str:
     known = aws_catalog.instance_types()
     if value not in known:
-        raise ValueError(f"{shown(value)} is not an EC2 instance type{_did_you_mean(value, known)}"
-                         f" (botocore {aws_catalog.botocore_version()} knows {len(known)} types; "
-                         "a newer type needs a newer botocore)")
+        raise ValueError(f"{shown(value)} is not an EC2 instance type"
+                         f"{_did_you_mean(value, known)} (botocore "
+                         f"{aws_catalog.botocore_version()} knows {len(known)} types; a newer "
+                         "type needs a newer botocore)")
     if value.startswith("mac"):
         raise ValueError(f"{shown(value)} is a macOS instance (dedicated hosts only); the "
                          "hosts run Ubuntu: choose e.g. t3.micro or t4g.micro")
@@ -511,7 +514,7 @@ def _describe(error: dict) -> str:
         parent = _model_at(error["loc"][:-1])
         allowed = ", ".join(parent.model_fields) if parent else "see README"
         guess = _did_you_mean(str(error["loc"][-1]), parent.model_fields) if parent else ""
-        return f"{location}: unknown key{guess}; allowed keys here: {allowed}"
+        return f"{location}: unknown key{guess or '.'} Allowed keys here: {allowed}"
     field = _field_at(error["loc"])
     wanted = f" ({field.description})" if field and field.description else ""
     if kind == "missing":
@@ -528,6 +531,8 @@ def _describe(error: dict) -> str:
     if kind.endswith("_type") and isinstance(got, str) and re.fullmatch(
             r"true|false|-?\d+(\.\d+)?", got.lower()):
         hint = "; write it without quotes"
+    elif kind == "bool_type":
+        hint = "; write true or false"
     return f"{location}: {message} (got {shown(got)}{hint})"
 
 
@@ -615,7 +620,7 @@ def scan_config_dir(config_dir: Path = CONFIG_DIR) -> tuple[list[str], list[str]
             continue
         if suffix != CONFIG_SUFFIX:
             problems.append(f"{path}: environment files end in {CONFIG_SUFFIX}; rename it to "
-                            f"{stem}{CONFIG_SUFFIX} (or move it out of {config_dir})")
+                            f"{stem}{CONFIG_SUFFIX}, or move it out of the folder")
             continue
         problem = _file_problem(path)
         if problem is None and not ENVIRONMENT_NAME.fullmatch(stem):
@@ -653,7 +658,42 @@ def available_environments(config_dir: Path = CONFIG_DIR) -> list[str]:
 
 def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
     """Read and validate one environment; raise :class:`ConfigError` listing every problem."""
+    settings, _, problems = _read_environment(name, config_dir)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _read_environment(name: str, config_dir: Path) -> tuple[
+        Optional[Settings], Optional[_CheckedFields], list[str]]:
+    """The settings (None if any problem), the fields that passed their own checks, and the
+    problems, each line prefixed with the file."""
     path = config_dir / f"{name}{CONFIG_SUFFIX}"
+    try:
+        document = _read_document(name, path, config_dir)
+    except ConfigError as error:
+        return None, None, error.problems
+    problems = []
+    base_sixty = _base_sixty(document)
+    for where, number in base_sixty.items():
+        problems.append(f"{'.'.join(map(str, where))}: {number.text} is read by YAML as the "
+                        f"base-60 number {number.value}; quote it: \"{number.text}\"")
+    failed = set(base_sixty)
+    settings = None
+    try:
+        settings = Settings.model_validate(document)
+    except ValidationError as error:
+        for detail in error.errors():
+            location = tuple(detail["loc"])
+            if not any(location[:len(where)] == where for where in base_sixty):
+                problems.append(_describe(detail))
+            failed.add(location)
+    fields = _CheckedFields(document, failed)
+    problems += _cross_field_problems(fields)
+    return (None if problems else settings), fields, [f"{path}: {line}" for line in problems]
+
+
+def _read_document(name: str, path: Path, config_dir: Path) -> dict:
     if path.is_file() and not ENVIRONMENT_NAME.fullmatch(name):
         raise ConfigError([f"{path}: {name!r} cannot name an environment: rename the file to "
                            f"{_NAME_FORM}, then {CONFIG_SUFFIX}"])
@@ -680,46 +720,33 @@ def load_environment(name: str, config_dir: Path = CONFIG_DIR) -> Settings:
     if document.setdefault("environment", name) != name:
         raise ConfigError([f"{path}: environment: {shown(document['environment'])} does not "
                            f"match the file name; write {name!r} or rename the file"])
-    problems = []
-    base_sixty = _base_sixty(document)
-    for where, number in base_sixty.items():
-        problems.append(f"{'.'.join(map(str, where))}: {number.text} is read by YAML as the "
-                        f"base-60 number {number.value}; quote it: \"{number.text}\"")
-    failed = set(base_sixty)
-    try:
-        settings = Settings.model_validate(document)
-    except ValidationError as error:
-        settings = None
-        for detail in error.errors():
-            location = tuple(detail["loc"])
-            if not any(location[:len(where)] == where for where in base_sixty):
-                problems.append(_describe(detail))
-            failed.add(location)
-    problems += _cross_field_problems(_CheckedFields(document, failed))
-    if problems:
-        raise ConfigError([f"{path}: {problem}" for problem in problems])
-    return settings
+    return document
 
 
 def load_environments(names: list[str], config_dir: Path = CONFIG_DIR) -> list[Settings]:
     """Validate several environments, reporting the problems of all of them together."""
-    loaded, problems = [], []
+    loaded, checked, problems = [], [], []
     for name in names:
-        try:
-            loaded.append(load_environment(name, config_dir))
-        except ConfigError as error:
-            problems.extend(error.problems)
-    problems += _shared_problems(loaded)
+        settings, fields, found = _read_environment(name, config_dir)
+        loaded += [settings] if settings else []
+        checked += [fields] if fields else []
+        problems += found
+    problems += _shared_problems(checked)
     if problems:
         raise ConfigError(problems)
     return loaded
 
 
-def _shared_problems(environments: list[Settings]) -> list[str]:
+def _shared_problems(environments: list[_CheckedFields]) -> list[str]:
     """The bootstrap stack serves every environment: they must agree on what it creates."""
     problems = []
     for field in ("project", "state_bucket", "github_repository", "region"):
-        values = {getattr(env, field) for env in environments}
+        values = set()
+        for fields in environments:
+            try:
+                values.add(fields[field])
+            except _Unchecked:
+                pass
         if len(values) > 1:
             problems.append(f"{field}: environments disagree ({', '.join(sorted(values))}); "
                             "the one bootstrap stack needs a single value in every file")
