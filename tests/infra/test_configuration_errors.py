@@ -3,6 +3,8 @@
 The corpus runs ``main.main`` in-process: validation happens before the CDK is loaded (a
 subprocess test below proves it), so each case costs milliseconds.
 """
+import gzip
+import json
 import os
 import stat
 import subprocess
@@ -12,11 +14,14 @@ import types
 from pathlib import Path
 from typing import Callable
 
+import moto
 import pytest
 import yaml
+from pydantic import BaseModel
 
 import main
-from core.settings import MAX_USER_TAGS
+from core.settings import (MAX_TAGS_PER_RESOURCE, MAX_USER_TAGS, STACK_TAG_KEYS, Settings,
+                           load_environment, scan_config_dir)
 
 REPO = Path(__file__).resolve().parents[2]
 VALID_TEXT = (REPO / "config" / "staging.yaml").read_text()
@@ -530,3 +535,97 @@ def test_synthesized_output_is_not_private(cdktf_out):
     mask = os.umask(0)
     os.umask(mask)
     assert stat.S_IMODE(cdktf_out.stat().st_mode) == 0o777 & ~mask
+
+
+def write_staging(config_dir: Path, changes: dict) -> None:
+    config_dir.mkdir(exist_ok=True)
+    (config_dir / "staging.yaml").write_text(yaml.safe_dump(with_changes(changes)))
+
+
+@pytest.mark.parametrize("changes", [
+    {"instance_types.app": "t4g.micro", "instance_types.db": "m7g.large"},
+    {"region": "mx-central-1", "availability_zone": "mx-central-1a"},
+    {"region": "us-east-1", "availability_zone": "us-east-1f"},
+    {"region": "cn-north-1", "availability_zone": "cn-north-1b"},
+    {"app.image": "localhost:5000/team/app_v2:1.0-rc.1"},
+    {"app.image": "ghcr.io/org/app@sha256:" + "a" * 64},
+    {"app.image": "registry.example.com:8443/a/b/c:latest@sha256:" + "0" * 64},
+    {"app.image": "123456789012.dkr.ecr.eu-west-1.amazonaws.com/webapp:3f2c1d0"},
+    {"state_bucket": "my.state-bucket.2026"},
+    {"tags": {f"Key{n}": "v" for n in range(MAX_USER_TAGS)}},
+    {"tags": {"Équipe": "Données clients", "cost-center": "a/b=c+d@e:f_g.h"}},
+    {"github_repository": "Example-Org1/web.platform_x"},
+    {"admin_cidr": "203.0.113.5/32", "acme_email": "ops+acme@example.com"},
+    {"network.flow_log_retention_days": 3653, "backups.time": "23:59"},
+    {"network.vpc_cidr": "10.0.0.0/25", "network.public_subnet_cidr": "10.0.0.0/26",
+     "network.private_subnet_cidr": "10.0.0.64/26", "app.host_count": 43},
+])
+def test_what_aws_accepts_is_accepted(tmp_path, changes):
+    write_staging(tmp_path, changes)
+    settings = load_environment("staging", tmp_path)
+    for dotted, value in changes.items():
+        section, _, key = dotted.rpartition(".")
+        assert getattr(getattr(settings, section) if section else settings, key) == value
+
+
+def test_merge_key_is_read_as_yaml_defines_it(tmp_path):
+    text = VALID_TEXT.replace(RETENTIONS, "logs: &retention\n  retention_days: 7\n"
+                                          "backups:\n  <<: *retention\n  time: '04:30'\n")
+    (tmp_path / "staging.yaml").write_text(text)
+    settings = load_environment("staging", tmp_path)
+    assert settings.backups.retention_days == 7 and settings.backups.time == "04:30"
+
+
+def test_editor_files_and_other_files_are_ignored(tmp_path):
+    for name in ("staging.yaml", ".#staging.yaml", "staging.yaml~", ".staging.yaml.swp",
+                 "#staging.yaml#", "README.md", "staging.yaml.orig", ".hidden.yml"):
+        (tmp_path / name).write_text(VALID_TEXT)
+    assert scan_config_dir(tmp_path) == (["staging"], [])
+
+
+def test_every_zone_aws_lists_is_accepted(tmp_path):
+    """moto's copy of DescribeInstanceTypeOfferings names every zone of 30 regions."""
+    offerings = Path(moto.__file__).parent / "ec2" / "resources" / "instance_type_offerings"
+    zones = set()
+    for data in (offerings / "availability-zone").glob("*.json.gz"):
+        zones |= {offer["Location"] for offer in json.loads(gzip.decompress(data.read_bytes()))}
+    assert len(zones) > 80
+    for zone in sorted(zones):
+        write_staging(tmp_path, {"region": zone[:-1], "availability_zone": zone})
+        assert load_environment("staging", tmp_path).availability_zone == zone
+
+
+def test_stacks_set_no_tag_key_beyond_the_counted_ones(stack_json):
+    """The 50-tag budget counts STACK_TAG_KEYS: no resource may carry another stack tag."""
+    for environment in ("production", "staging"):
+        stack = stack_json(environment)
+        user = set(load_environment(environment).tags)
+        (provider,) = stack["provider"]["aws"]
+        defaults = set(provider["default_tags"][0]["tags"])
+        most = 0
+        for kind in stack["resource"].values():
+            for resource in kind.values():
+                keys = defaults | set(resource.get("tags") or {})
+                assert keys - user <= set(STACK_TAG_KEYS), keys - user - set(STACK_TAG_KEYS)
+                most = max(most, len(keys - user))
+        assert most == len(STACK_TAG_KEYS)
+        assert most + len(user) <= MAX_TAGS_PER_RESOURCE
+
+
+def test_readme_configuration_reference_names_every_key():
+    readme = (REPO / "README.md").read_text()
+    reference = readme[readme.index("## Configuration reference"):]
+    reference = reference[:reference.index("\n## ", 1)]
+
+    def keys(model, prefix=""):
+        for name, field in model.model_fields.items():
+            if name == "environment":
+                continue
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                yield from keys(field.annotation, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    missing = [key for key in keys(Settings) if f"`{key}`" not in reference
+               and not (key.startswith("instance_types.") and "`instance_types." in reference)]
+    assert missing == []
