@@ -108,7 +108,7 @@ def _load_configuration(args: argparse.Namespace) -> list:
         raise ConfigError([f"--config-dir {folder}: {problem}; name the folder of "
                            "<environment>.yaml files (default: config/)"])
     names, problems = scan_config_dir(folder)
-    names = args.environment or names
+    names = list(dict.fromkeys(args.environment or names))  # a name given twice is one stack
     if not (names or problems):
         raise ConfigError([f"{folder}: no <environment>.yaml files; add one "
                            "(see config/production.yaml)"])

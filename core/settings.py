@@ -10,6 +10,7 @@ This module imports neither the CDK nor the provider, so validation costs millis
 """
 from __future__ import annotations
 
+import datetime
 import difflib
 import errno
 import ipaddress
@@ -505,10 +506,10 @@ def _cross_field_problems(fields: _CheckedFields) -> list[str]:
 
 def _describe(error: dict) -> str:
     """One line for one pydantic error: the dotted field, then what is wrong and allowed."""
-    path = [str(part) for part in error["loc"]]
+    path = list(error["loc"])
     if path and path[-1] == "[key]":  # a dict key's own check: the key is in the message
         path = path[:-2]
-    location = ".".join(path)
+    location = _dotted(path)
     kind = error["type"]
     if kind == "extra_forbidden":
         parent = _model_at(error["loc"][:-1])
@@ -533,7 +534,18 @@ def _describe(error: dict) -> str:
         hint = "; write it without quotes"
     elif kind == "bool_type":
         hint = "; write true or false"
+    elif kind == "string_type" and isinstance(got, (bool, int, float, datetime.date)):
+        # YAML 1.1 reads yes/no/on/off as booleans, 2026-01-01 as a date, 1e3 as a number.
+        kind_read = ("boolean" if isinstance(got, bool) else "date"
+                     if isinstance(got, datetime.date) else "number")
+        hint = f"; YAML reads it as a {kind_read}: quote it"
     return f"{location}: {message} (got {shown(got)}{hint})"
+
+
+def _dotted(path) -> str:
+    """A field's path as the file spells it; a key that is not a plain word is quoted, cut."""
+    return ".".join(str(part) if re.fullmatch(r"[\w-]{1,40}", str(part)) else shown(part)
+                    for part in path)
 
 
 def _model_at(path: tuple) -> Optional[type[BaseModel]]:
@@ -676,7 +688,7 @@ def _read_environment(name: str, config_dir: Path) -> tuple[
     problems = []
     base_sixty = _base_sixty(document)
     for where, number in base_sixty.items():
-        problems.append(f"{'.'.join(map(str, where))}: {number.text} is read by YAML as the "
+        problems.append(f"{_dotted(where)}: {number.text} is read by YAML as the "
                         f"base-60 number {number.value}; quote it: \"{number.text}\"")
     failed = set(base_sixty)
     settings = None

@@ -115,7 +115,8 @@ CORPUS = [
     pytest.param(change({"instance_types.nfs": "mac2.metal"}), [
         "instance_types.nfs: 'mac2.metal' is a macOS instance"], id="instance-type-mac"),
     pytest.param(change({"instance_types.app": 5}), [
-        "instance_types.app: Input should be a valid string (got 5)"], id="instance-type-int"),
+        "instance_types.app: Input should be a valid string (got 5; YAML reads it as a "
+        "number: quote it)"], id="instance-type-int"),
     pytest.param(change({"instance_types.gpu": "g5.xlarge"}), [
         "instance_types.gpu: unknown key. Allowed keys here: lb, app, db, nfs, log"],
         id="instance-type-unknown-role"),
@@ -161,7 +162,8 @@ CORPUS = [
     pytest.param(change({"tags": {"Team": "x" * 300}}), [
         "tags.Team: tag value 'xxxxxxxx"], id="tag-value-long"),
     pytest.param(change({"tags": {"Team": 5}}), [
-        "tags.Team: Input should be a valid string (got 5)"], id="tag-value-int"),
+        "tags.Team: Input should be a valid string (got 5; YAML reads it as a number: quote "
+        "it)"], id="tag-value-int"),
     pytest.param(change({"tags": ["CostCenter"]}), [
         "tags: Input should be a valid dictionary"], id="tag-list"),
     # The state bucket: S3's naming rules, the length rule always stated.
@@ -321,6 +323,24 @@ CORPUS = [
         id="time-out-of-range"),
     pytest.param(change({"region": "r" * 500}), [
         "region: 'rrrrrrrrrr"], id="long-value"),
+    pytest.param(text(lambda t: t + "k" * 300 + ": 1\n"), [
+        "staging.yaml: 'kkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkkk...': unknown "
+        "key. Allowed keys here: environment"],
+        id="long-unknown-key"),
+    pytest.param(text(lambda t: t + '"a\\nb": 1\n'), [
+        "staging.yaml: 'a\\nb': unknown key"], id="key-with-newline"),
+    pytest.param(text(lambda t: t + 'tags: {Team: "a\\nb"}\n'), [
+        "tags.Team: tag value 'a\\nb' is not 0 to 256 letters"], id="tag-value-newline"),
+    pytest.param(text(lambda t: t + "tags: {Backup: yes}\n"), [
+        "tags.Backup: Input should be a valid string (got True; YAML reads it as a boolean: "
+        "quote it)"], id="tag-value-yes"),
+    pytest.param(text(lambda t: t.replace("retention_days: 3", "retention_days: 3\n  time: "
+                                          "2026-01-01")), [
+        "backups.time: Input should be a valid string (got datetime.date(2026, 1, 1); YAML "
+        "reads it as a date: quote it)"], id="time-as-date"),
+    pytest.param(text(lambda t: t.replace("retention_days: 3", "retention_days: 1:30")), [
+        'backups.retention_days: 1:30 is read by YAML as the base-60 number 90; quote it'],
+        id="number-base-sixty"),
     # Comparisons and single-field checks in the same run.
     pytest.param(change({"availability_zone": "us-east-1a", "app.host_count": 0}), [
         "availability_zone: 'us-east-1a' is not a zone of region eu-west-1",
