@@ -168,13 +168,23 @@ class NetworkSettings(_Section):
     flow_log_retention_days: int = Field(default=365, description="a CloudWatch Logs "
                                          "retention period")
 
-    _check_vpc = field_validator("vpc_cidr")(
+    _check_vpc_size = field_validator("vpc_cidr")(
         _prefix_between(16, 28, "AWS allows VPC blocks of /16 to /28"))
     # The fixed host addresses (offsets 10 to 20 + app.host_count) need a /26 at least.
     _check_subnets = field_validator("public_subnet_cidr", "private_subnet_cidr")(
         _prefix_between(16, 26, "use /16 to /26: AWS allows /16 to /28 and the hosts' fixed "
                         "addresses need a /26"))
     _check_retention = field_validator("flow_log_retention_days")(_retention)
+
+    @field_validator("vpc_cidr")
+    @classmethod
+    def _check_vpc_range(cls, value: str) -> str:
+        network = ipaddress.ip_network(value)
+        if (network.is_loopback or network.is_link_local or network.is_multicast
+                or network.is_reserved or network.subnet_of(ipaddress.ip_network("0.0.0.0/8"))):
+            raise ValueError(f"{value} is a loopback, link-local, multicast or reserved range, "
+                             "which AWS refuses; use a private range such as 10.0.0.0/16")
+        return value
 
     @field_validator("nat_gateway")
     @classmethod

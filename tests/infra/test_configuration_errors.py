@@ -206,6 +206,9 @@ CORPUS = [
         id="vpc-host-bits"),
     pytest.param(change({"network.vpc_cidr": "fd00::/56"}), [
         "network.vpc_cidr: 'fd00::/56' is not an IPv4 network"], id="vpc-ipv6"),
+    pytest.param(change({"network.vpc_cidr": "169.254.0.0/16"}), [
+        "network.vpc_cidr: 169.254.0.0/16 is a loopback, link-local, multicast or reserved "
+        "range, which AWS refuses"], id="vpc-link-local"),
     pytest.param(change({"network.private_subnet_cidr": "10.0.2.0/28"}), [
         "network.private_subnet_cidr: 10.0.2.0/28 is a /28; use /16 to /26"],
         id="subnet-too-small"),
