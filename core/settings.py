@@ -105,7 +105,10 @@ class ConfigError(Exception):
 def shown(value: Any) -> str:
     """``value`` as a message quotes it: its repr, cut so that one line stays one line."""
     text = repr(value)
-    return text if len(text) <= _SHOWN_LENGTH else text[:_SHOWN_LENGTH - 5] + "...'"
+    if len(text) <= _SHOWN_LENGTH:
+        return text
+    closing = text[-1] if text[-1] in "'\"" else ""
+    return text[:_SHOWN_LENGTH - 4] + "..." + closing
 
 
 def _did_you_mean(value: str, choices) -> str:
