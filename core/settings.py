@@ -38,6 +38,9 @@ ROLES = ("lb", "app", "db", "nfs", "log")
 # between DB-01 (mounts NFS-01) and NFS-01 (exports to DB-01), and Caddy's upstream list is
 # plain text.
 HOST_OFFSETS = {"lb": 10, "db": 10, "nfs": 11, "log": 12, "app": 20}
+# The public subnet's .10-.19 are kept for the load balancers. The NAT gateway's address is
+# pinned below them: left to AWS, it could take a load balancer's fixed address first.
+NAT_OFFSET = 5
 MAX_APP_HOSTS = 50
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
@@ -171,6 +174,11 @@ class Settings(_Section):
         if role == "app":
             return [f"APP-{index}" for index in range(1, self.app.host_count + 1)]
         return [f"{role.upper()}-01"]
+
+    @property
+    def nat_private_ip(self) -> str:
+        """The NAT gateway's fixed address in the public subnet."""
+        return str(ipaddress.ip_network(self.network.public_subnet_cidr)[NAT_OFFSET])
 
     def private_ips(self, role: str) -> list[str]:
         """The fixed private address of each host of a role, in ``host_names`` order."""

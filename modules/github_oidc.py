@@ -76,6 +76,7 @@ class GithubOidc(Construct):
                              "iam:ListInstanceProfilesForRole", "iam:PassRole",
                              "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
                              "iam:GetInstanceProfile", "iam:TagInstanceProfile",
+                             "iam:UntagInstanceProfile",
                              "iam:AddRoleToInstanceProfile",
                              "iam:RemoveRoleFromInstanceProfile"],
                  "resources": own_roles},

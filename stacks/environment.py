@@ -34,7 +34,8 @@ class EnvironmentStack(TerraformStack):
             private_subnet_cidr=settings.network.private_subnet_cidr,
             availability_zone=settings.availability_zone,
             nat_gateway=settings.network.nat_gateway,
-            flow_log_retention_days=settings.network.flow_log_retention_days))
+            flow_log_retention_days=settings.network.flow_log_retention_days,
+            nat_private_ip=settings.nat_private_ip))
         groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
             name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
         ubuntu = UbuntuAmi(self, "ubuntu")
@@ -59,6 +60,7 @@ class EnvironmentStack(TerraformStack):
                         nfs_volume_id=storage.volume_id if role == "nfs" else None),
                     protect=settings.protect_data and role in DATA_ROLES,
                     public_address=role == "lb",
+                    public_address_after=(network.internet_gateway,) if role == "lb" else (),
                     boot_after=() if role == "lb" else tuple(network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
 

@@ -96,3 +96,25 @@ def test_plan_role_is_read_only_and_cannot_read_secrets(bootstrap):
 
 def test_outputs_name_the_role_arns_for_the_workflows(bootstrap):
     assert {"state_bucket", "plan_role_arns", "deploy_role_arns"} <= set(bootstrap["output"])
+
+
+def test_deploy_role_can_undo_every_tag_it_can_set(bootstrap):
+    """Removing a tag key from a role or an instance profile calls iam:Untag*: without it the
+    apply fails halfway. Every IAM action named is one IAM really has (botocore's model)."""
+    import botocore.session
+
+    operations = set(botocore.session.get_session().get_service_model("iam").operation_names)
+    documents = bootstrap["data"]["aws_iam_policy_document"]
+    for environment in ("production", "staging"):
+        document = next(d for k, d in documents.items()
+                        if k.startswith(f"github_{environment}-deploy-permissions"))
+        actions = {a for s in document["statement"] for a in s["actions"]
+                   if a.startswith("iam:")}
+        names = {a.removeprefix("iam:") for a in actions}
+        # iam:PassRole is a permission, not an API call.
+        assert names - {"PassRole"} <= operations, names - operations
+        tagging = {n for n in names if n.startswith(("Tag", "Untag"))}
+        assert {"TagRole", "UntagRole", "TagInstanceProfile", "UntagInstanceProfile"} <= tagging
+        for name in tagging:
+            pair = "T" + name[3:] if name.startswith("Untag") else "Unt" + name[1:]
+            assert pair in names, f"{environment}: iam:{name} without iam:{pair}"

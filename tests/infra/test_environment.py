@@ -265,3 +265,31 @@ def test_nat_gateway_can_be_switched_off():
     stack = json.loads(Testing.synth(EnvironmentStack(Testing.app(), settings)))
     assert "aws_nat_gateway" not in stack["resource"]
     assert len(stack["resource"]["aws_eip"]) == 1  # LB-01's only
+
+
+def test_lb_01s_address_is_associated_only_once_the_internet_gateway_exists(production):
+    """AWS refuses to associate an Elastic IP with an instance of a VPC with no internet
+    gateway; without the dependency Terraform may try both at once."""
+    (gateway_key,) = resources(production, "aws_internet_gateway")
+    (address,) = [a for a in resources(production, "aws_eip").values() if "instance" in a]
+    assert f"aws_internet_gateway.{gateway_key}" in address.get("depends_on", [])
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_the_nat_gateway_cannot_take_a_load_balancers_address(stack_json, environment):
+    """LB-01's fixed address (and those kept for more load balancers, .10-.19) must be free
+    when the instance is created: the NAT gateway, created first, is pinned elsewhere."""
+    stack = stack_json(environment)
+    settings = load_environment(environment)
+    public = ipaddress.ip_network(settings.network.public_subnet_cidr)
+    kept_for_load_balancers = {str(public[offset]) for offset in range(10, 20)}
+    (nat,) = resources(stack, "aws_nat_gateway").values()
+    assert nat.get("private_ip"), "left to AWS, the NAT may take any free address"
+    address = ipaddress.ip_address(nat["private_ip"])
+    assert address in public
+    # AWS keeps the first four addresses and the last of every subnet.
+    assert public[4] <= address < public[-1]
+    assert nat["private_ip"] not in kept_for_load_balancers
+    instance_addresses = {i["private_ip"] for i in resources(stack, "aws_instance").values()}
+    assert nat["private_ip"] not in instance_addresses
+    assert settings.private_ips("lb")[0] in kept_for_load_balancers
