@@ -52,6 +52,8 @@ _GITHUB_REPOSITORY = r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/[A-Za-z0-9._-]{1,100}$"
 _BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _IMAGE = r"^[a-z0-9][a-z0-9._/:-]*(:[A-Za-z0-9._-]{1,128}|@sha256:[a-f0-9]{64})$"
 _TAG_KEY = r"^[A-Za-z0-9 _.:/=+@-]{1,128}$"
+_OIDC_PROVIDER_ARN = (r"^arn:aws(-[a-z]+)*:iam::\d{12}:"
+                      r"oidc-provider/token\.actions\.githubusercontent\.com$")
 _NAME_FORM = "2-21 lower-case letters, digits or hyphens, starting with a letter"
 _TYPE_FORM = "an EC2 instance type such as t3.micro"
 
@@ -150,6 +152,12 @@ class Settings(_Section):
     acme_email: Optional[str] = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$",
                                       description="an e-mail address, or null")
     github_repository: str = Field(pattern=_GITHUB_REPOSITORY, description="owner/name")
+    # An account holds one OIDC provider per issuer: if GitHub's exists already (made by
+    # another project), the bootstrap stack uses it instead of failing to create a second.
+    github_oidc_provider_arn: Optional[str] = Field(
+        default=None, pattern=_OIDC_PROVIDER_ARN,
+        description="the ARN of the account's GitHub OIDC provider, arn:aws:iam::<account "
+        "id>:oidc-provider/token.actions.githubusercontent.com, or null to create it")
     state_bucket: str = Field(pattern=_BUCKET, description="an S3 bucket name: lower-case "
                               "letters, digits, dots and hyphens")
     # Refuse `terraform destroy` and API termination of the hosts that hold data.
@@ -324,8 +332,9 @@ def load_environments(names: list[str], config_dir: Path = CONFIG_DIR) -> list[S
 def _shared_problems(environments: list[Settings]) -> list[str]:
     """The bootstrap stack serves every environment: they must agree on what it creates."""
     problems = []
-    for field in ("project", "state_bucket", "github_repository", "region"):
-        values = {getattr(env, field) for env in environments}
+    for field in ("project", "state_bucket", "github_repository", "region",
+                  "github_oidc_provider_arn"):
+        values = {str(getattr(env, field)) for env in environments}
         if len(values) > 1:
             problems.append(f"{field}: environments disagree ({', '.join(sorted(values))}); "
                             "the one bootstrap stack needs a single value in every file")

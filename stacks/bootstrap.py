@@ -21,7 +21,8 @@ class BootstrapStack(TerraformStack):
         github = GithubOidc(self, "github", GithubOidcConfig(
             repository=shared.github_repository, project=shared.project,
             environments=tuple(env.environment for env in environments),
-            state_bucket_arn=bucket.bucket_arn))
+            state_bucket_arn=bucket.bucket_arn,
+            existing_provider_arn=shared.github_oidc_provider_arn))
         TerraformOutput(self, "state_bucket", value=bucket.bucket_name)
         TerraformOutput(self, "plan_role_arns", value=github.plan_role_arns,
                         description="Repository variables AWS_PLAN_ROLE_ARN_<ENVIRONMENT>")

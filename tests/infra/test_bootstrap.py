@@ -1,9 +1,12 @@
 """The bootstrap stack: the state bucket and the roles GitHub Actions assumes."""
 import json
+from pathlib import Path
 
 import pytest
 
 from tests.infra.test_environment import resources
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +121,84 @@ def test_deploy_role_can_undo_every_tag_it_can_set(bootstrap):
         for name in tagging:
             pair = "T" + name[3:] if name.startswith("Untag") else "Unt" + name[1:]
             assert pair in names, f"{environment}: iam:{name} without iam:{pair}"
+
+
+EXISTING_PROVIDER = ("arn:aws:iam::123456789012:oidc-provider/"
+                     "token.actions.githubusercontent.com")
+
+
+def trust_principals(stack: dict) -> set[str]:
+    documents = stack["data"]["aws_iam_policy_document"]
+    return {identifier for key, document in documents.items() if "-trust" in key
+            for statement in document["statement"]
+            for principal in statement["principals"]
+            for identifier in principal["identifiers"]}
+
+
+def test_bootstrap_creates_githubs_oidc_provider_by_default(bootstrap):
+    provider_key, provider = next(iter(
+        resources(bootstrap, "aws_iam_openid_connect_provider").items()))
+    assert provider["url"] == "https://token.actions.githubusercontent.com"
+    assert provider["client_id_list"] == ["sts.amazonaws.com"]
+    assert "aws_iam_openid_connect_provider" not in bootstrap["data"]
+    assert trust_principals(bootstrap) == {
+        f"${{aws_iam_openid_connect_provider.{provider_key}.arn}}"}
+
+
+@pytest.fixture(scope="module")
+def bootstrap_reusing_a_provider():
+    from core.cdk import Testing
+    from core.settings import load_environments
+    from stacks.bootstrap import BootstrapStack
+
+    environments = [settings.model_copy(update={"github_oidc_provider_arn": EXISTING_PROVIDER})
+                    for settings in load_environments(["production", "staging"])]
+    return json.loads(Testing.synth(BootstrapStack(Testing.app(), "bootstrap", environments)))
+
+
+def test_bootstrap_reuses_an_existing_oidc_provider_when_configured(
+        bootstrap_reusing_a_provider):
+    stack = bootstrap_reusing_a_provider
+    assert "aws_iam_openid_connect_provider" not in stack["resource"]
+    ((key, provider),) = stack["data"]["aws_iam_openid_connect_provider"].items()
+    assert provider["arn"] == EXISTING_PROVIDER
+    # The plan stops with the reason when the ARN names another issuer or lacks STS.
+    (check,) = provider["lifecycle"]["postcondition"]
+    assert 'contains(self.client_id_list, "sts.amazonaws.com")' in check["condition"]
+    assert "github_oidc_provider_arn" in check["error_message"]
+    assert trust_principals(stack) == {f"${{data.aws_iam_openid_connect_provider.{key}.arn}}"}
+    assert len(resources(stack, "aws_iam_role")) == 4
+
+
+def write_config(directory, name: str, **changes) -> None:
+    import yaml
+
+    document = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+    document.update(changes)
+    (directory / f"{name}.yaml").write_text(yaml.safe_dump(document))
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("arn:aws:iam::123456789012:oidc-provider/gitlab.com",
+     "github_oidc_provider_arn: expected the ARN of the account's GitHub OIDC provider"),
+    ("token.actions.githubusercontent.com", "github_oidc_provider_arn: expected the ARN"),
+])
+def test_a_provider_arn_that_is_not_githubs_is_refused_in_one_line(tmp_path, value, expected):
+    from core.settings import ConfigError, load_environment
+
+    write_config(tmp_path, "staging", github_oidc_provider_arn=value)
+    with pytest.raises(ConfigError) as error:
+        load_environment("staging", tmp_path)
+    (problem,) = error.value.problems
+    assert expected in problem
+
+
+def test_every_environment_must_name_the_same_provider(tmp_path):
+    from core.settings import ConfigError, load_environments
+
+    write_config(tmp_path, "staging", github_oidc_provider_arn=EXISTING_PROVIDER)
+    write_config(tmp_path, "production")
+    with pytest.raises(ConfigError) as error:
+        load_environments(["production", "staging"], tmp_path)
+    (problem,) = error.value.problems
+    assert problem.startswith("github_oidc_provider_arn: environments disagree")
