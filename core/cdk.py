@@ -111,6 +111,13 @@ IamOpenidConnectProvider = _aws("iam_openid_connect_provider").IamOpenidConnectP
 DataAwsIamOpenidConnectProvider = _aws(
     "data_aws_iam_openid_connect_provider").DataAwsIamOpenidConnectProvider
 
+# container images
+_ecr = _aws("ecr_repository")
+EcrRepository = _ecr.EcrRepository
+EcrEncryption = _ecr.EcrRepositoryEncryptionConfiguration
+EcrLifecyclePolicy = _aws("ecr_lifecycle_policy").EcrLifecyclePolicy
+DataAwsEcrRepository = _aws("data_aws_ecr_repository").DataAwsEcrRepository
+
 # state bucket
 S3Bucket = _aws("s3_bucket").S3Bucket
 S3BucketVersioningA = _aws("s3_bucket_versioning").S3BucketVersioningA

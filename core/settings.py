@@ -113,8 +113,11 @@ class AppSettings(_Section):
     """The application fleet: how many APP hosts and which container image they run."""
 
     host_count: int = Field(ge=1, le=MAX_APP_HOSTS)
-    image: str = Field(pattern=_IMAGE, description="an image with a tag or digest, "
-                       "e.g. ghcr.io/org/app:1.4.2")
+    # What a new APP host starts at first boot. null: nothing until the pipeline's rolling
+    # update deploys the image it built into the project's ECR repository. An image of
+    # another registry must be pullable without credentials (hosts hold none).
+    image: Optional[str] = Field(default=None, pattern=_IMAGE, description="an image with a "
+                                 "tag or digest, e.g. ghcr.io/org/app:1.4.2, or null")
 
 
 class NfsSettings(_Section):
@@ -176,6 +179,11 @@ class Settings(_Section):
     def name_prefix(self) -> str:
         """Prefix of every named AWS resource of this environment."""
         return f"{self.project}-{self.environment}"
+
+    @property
+    def app_repository_name(self) -> str:
+        """The project's ECR repository of the app image, shared by every environment."""
+        return f"{self.project}/app"
 
     def host_names(self, role: str) -> list[str]:
         """The design's host names for a role: LB-01, APP-1..N, DB-01, NFS-01, LOG-01."""

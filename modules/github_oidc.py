@@ -24,6 +24,8 @@ class GithubOidcConfig:
     state_bucket_arn: the Terraform state bucket.
     existing_provider_arn: the account's GitHub OIDC provider when it exists already (an
         account holds one per issuer); None creates it.
+    image_push_statements: IAM statements that let a deploy role push the app image; each
+        deploy role gets them as a separate policy.
     """
 
     repository: str
@@ -31,6 +33,7 @@ class GithubOidcConfig:
     environments: tuple[str, ...]
     state_bucket_arn: str
     existing_provider_arn: Optional[str] = None
+    image_push_statements: tuple[dict, ...] = ()
 
 
 class GithubOidc(Construct):
@@ -88,6 +91,11 @@ class GithubOidc(Construct):
                 {"actions": ["s3:PutObject", "s3:DeleteObject"],
                  "resources": [state_objects]},
             ])
+            if config.image_push_statements:
+                # Its own policy: pushing the app image stays the pipeline's, whatever else
+                # the deploy role may do.
+                self._policy(deploy, environment, "push-app-image",
+                             list(config.image_push_statements))
             self.plan_role_arns[environment] = plan.arn
             self.deploy_role_arns[environment] = deploy.arn
 

@@ -132,6 +132,7 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     _docker(config)
     config.add_script("/usr/local/bin/app-deploy", "app-deploy.sh")
     config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
+    config.add_script(f"{SCRIPTS}/registry-login", "registry_login.py")
     config.add_file("/usr/local/lib/health-agent/health_agent.py", file_text("health_agent.py"))
     config.add_file("/etc/tmpfiles.d/app.conf", "d /run/app 0755 root root -\n")
     config.add_file("/etc/app/deploy.env", env_file({
@@ -168,9 +169,13 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
         ["systemctl", "enable", "--now", "health-agent.service"],
         # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
         ["systemctl", "enable", "--now", "--no-block", "filebeat.service"],
-        ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
-         f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy", settings.app.image],
     )
+    # With no configured image the host waits for the rolling update, which deploys the
+    # image the pipeline built (in the project's ECR repository).
+    if settings.app.image:
+        config.run(["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
+                    f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy",
+                    settings.app.image])
 
 
 def postgresql_conf(settings: Settings) -> str:

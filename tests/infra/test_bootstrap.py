@@ -202,3 +202,57 @@ def test_every_environment_must_name_the_same_provider(tmp_path):
         load_environments(["production", "staging"], tmp_path)
     (problem,) = error.value.problems
     assert problem.startswith("github_oidc_provider_arn: environments disagree")
+
+
+def policy_document(stack: dict, key_start: str) -> dict:
+    documents = stack["data"]["aws_iam_policy_document"]
+    return next(d for k, d in documents.items() if k.startswith(key_start))
+
+
+def test_the_app_image_repository_is_immutable_scanned_encrypted_and_expires_old_images(
+        bootstrap):
+    (key, repository), = resources(bootstrap, "aws_ecr_repository").items()
+    assert repository["name"] == "webapp/app"  # one per project, shared by the environments
+    assert repository["image_tag_mutability"] == "IMMUTABLE"
+    assert repository["image_scanning_configuration"] == {"scan_on_push": True}
+    assert repository["encryption_configuration"] == [{"encryption_type": "KMS"}]
+    assert repository["lifecycle"]["prevent_destroy"] is True
+    (lifecycle,) = resources(bootstrap, "aws_ecr_lifecycle_policy").values()
+    assert lifecycle["repository"] == f"${{aws_ecr_repository.{key}.name}}"
+    (rule,) = json.loads(lifecycle["policy"])["rules"]
+    assert rule["action"] == {"type": "expire"}
+    assert rule["selection"]["countType"] == "imageCountMoreThan"
+    assert rule["selection"]["tagStatus"] == "tagged"
+    assert bootstrap["output"]["app_repository_url"]["value"] == (
+        f"${{aws_ecr_repository.{key}.repository_url}}")
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_each_deploy_role_may_push_to_the_app_repository_only(bootstrap, environment):
+    (key,) = resources(bootstrap, "aws_ecr_repository")
+    document = policy_document(bootstrap, f"github_{environment}-push-app-image-permissions")
+    by_resource = {tuple(s["resources"]): set(s["actions"]) for s in document["statement"]}
+    assert by_resource == {
+        ("*",): {"ecr:GetAuthorizationToken"},
+        (f"${{aws_ecr_repository.{key}.arn}}",): {
+            "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
+            "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
+            "ecr:BatchGetImage", "ecr:DescribeImages"}}
+    assert all(s.get("effect", "Allow") == "Allow" for s in document["statement"])
+    policies = [p for p in resources(bootstrap, "aws_iam_role_policy").values()
+                if p["name"] == "push-app-image-permissions"]
+    assert len(policies) == 2
+    # The plan roles never push.
+    plan = policy_document(bootstrap, f"github_{environment}-plan-permissions")
+    assert not any(a.startswith("ecr:") for s in plan["statement"] for a in s["actions"])
+
+
+def test_every_ecr_action_granted_exists_in_ecr():
+    """Checked against botocore's ECR model: a misspelt action grants nothing, silently."""
+    import botocore.session
+
+    from modules.container_repository import LOGIN_ACTION, PULL_ACTIONS, PUSH_ACTIONS
+
+    operations = set(botocore.session.get_session().get_service_model("ecr").operation_names)
+    for action in {LOGIN_ACTION, *PULL_ACTIONS, *PUSH_ACTIONS}:
+        assert action.removeprefix("ecr:") in operations, action

@@ -239,7 +239,7 @@ def test_each_secret_is_written_by_its_owner_and_read_by_its_users(production):
                       "log": {"ssm:PutParameter", "ssm:GetParameter"},
                       "app": {"ssm:GetParameter"}}
     app_reads = next(d for k, d in documents.items() if k.startswith("app-identity"))
-    (statement,) = app_reads["statement"]
+    (statement,) = [s for s in app_reads["statement"] if s["actions"] == ["ssm:GetParameter"]]
     assert [r.rsplit(":parameter", 1)[1] for r in statement["resources"]] == [
         "/webapp/production/db/password", "/webapp/production/logs/filebeat-password"]
 
@@ -293,3 +293,25 @@ def test_the_nat_gateway_cannot_take_a_load_balancers_address(stack_json, enviro
     instance_addresses = {i["private_ip"] for i in resources(stack, "aws_instance").values()}
     assert nat["private_ip"] not in instance_addresses
     assert settings.private_ips("lb")[0] in kept_for_load_balancers
+
+
+def host_policy(stack: dict, role: str) -> list[dict]:
+    documents = stack["data"]["aws_iam_policy_document"]
+    document = next((d for k, d in documents.items()
+                     if k.startswith(f"{role}-identity_permissions")), {"statement": []})
+    return document["statement"]
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_app_hosts_pull_from_the_projects_ecr_repository_only(stack_json, environment):
+    stack = stack_json(environment)
+    ((key, repository),) = stack["data"]["aws_ecr_repository"].items()
+    assert repository["name"] == "webapp/app"
+    ecr = {tuple(s["resources"]): set(s["actions"]) for s in host_policy(stack, "app")
+           if any(a.startswith("ecr:") for a in s["actions"])}
+    assert ecr == {("*",): {"ecr:GetAuthorizationToken"},
+                   (f"${{data.aws_ecr_repository.{key}.arn}}",): {
+                       "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}}
+    for role in ("lb", "db", "nfs", "log"):
+        assert not any(a.startswith("ecr:") for s in host_policy(stack, role)
+                       for a in s["actions"]), role

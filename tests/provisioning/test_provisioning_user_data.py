@@ -35,6 +35,7 @@ EMBEDDED = {
     "/usr/local/sbin/pull-images": "pull-images.sh",
     "/usr/local/bin/app-deploy": "app-deploy.sh",
     "/usr/local/sbin/ssm-parameter": "ssm_parameter.py",
+    "/usr/local/sbin/registry-login": "registry_login.py",
     "/usr/local/lib/health-agent/health_agent.py": "health_agent.py",
     "/usr/local/sbin/db-setup": "db-setup.sh",
     "/usr/local/sbin/db-backup": "db-backup.sh",
@@ -48,7 +49,8 @@ ROLE_FILES = {
            "/etc/docker/daemon.json", "/etc/caddy/caddy.json"},
     "app": {"/usr/local/sbin/install-packages", "/usr/local/sbin/pull-images",
             "/etc/docker/daemon.json", "/usr/local/bin/app-deploy",
-            "/usr/local/sbin/ssm-parameter", "/usr/local/lib/health-agent/health_agent.py",
+            "/usr/local/sbin/ssm-parameter", "/usr/local/sbin/registry-login",
+            "/usr/local/lib/health-agent/health_agent.py",
             "/usr/local/lib/platform/load-defaults.sh",
             "/etc/tmpfiles.d/app.conf", "/etc/app/deploy.env", "/etc/app/app.env",
             "/etc/systemd/system/health-agent.service", "/etc/filebeat/filebeat.yml",
@@ -261,14 +263,26 @@ def test_app_deploy_settings_match_the_load_balancers_health_checks(cloud_config
     assert deploy["AWS_REGION"] == "eu-west-1"
 
 
-def test_the_app_starts_at_first_boot_from_the_configured_image(cloud_configs, production):
-    runcmd = cloud_configs["app"]["runcmd"]
+def test_the_app_starts_at_first_boot_from_the_configured_image(production):
+    image = "registry.example.com/team/app:1.4.2"
+    settings = production.model_copy(update={
+        "app": production.app.model_copy(update={"image": image})})
+    runcmd = yaml.safe_load(render_host(settings, "APP-1"))["runcmd"]
 
     assert runcmd[-1] == ["env", "PASSWORD_WAIT_SECONDS=1800", "HEALTH_TIMEOUT=1800",
-                          "app-deploy", production.app.image]
+                          "app-deploy", image]
     assert ["systemctl", "enable", "--now", "health-agent.service"] in runcmd
     assert runcmd.index(["systemctl", "enable", "--now", "health-agent.service"]) < len(
         runcmd) - 1
+
+
+def test_without_a_configured_image_the_host_waits_for_the_rolling_update(cloud_configs,
+                                                                          production):
+    """The shipped configuration: the pipeline's rollout starts the image it pushed to ECR;
+    a first boot never tries to pull an image that was never built."""
+    assert production.app.image is None
+    assert not any("app-deploy" in command for command in cloud_configs["app"]["runcmd"])
+    written_file(cloud_configs["app"], "/usr/local/sbin/registry-login")
 
 
 def test_filebeat_ships_the_app_container_logs_to_log_01(cloud_configs):
