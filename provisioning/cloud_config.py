@@ -71,7 +71,14 @@ class BootStep:
                    ["--attempts", str(self.attempts), "--retry-seconds", str(self.retry_seconds)])
         return ("#!/bin/sh\n# A first-boot step of this host, run once by cloud-init "
                 "(provisioning/cloud_config.py).\n"
-                f"exec {shlex.join(['boot-step', self.name, *options, '--', *self.command])}\n")
+                f"exec {shlex.join(['boot-step', self.name, *options, '--'])} "
+                f"{' '.join(_quoted(word) for word in self.command)}\n")
+
+
+def _quoted(word: str) -> str:
+    # Every word single-quoted, whatever it holds: the script's text is then the same
+    # whether a word is a Terraform reference (NFS-01's volume ID) or the value put there.
+    return "'" + str(word).replace("'", "'\\''") + "'"
 
 
 @dataclass
