@@ -1,8 +1,9 @@
 """Reference application: a small HTTP service on port 5000 backed by PostgreSQL.
 
 It stands in for "the supplied application" of the design so that the platform can be run and
-tested end to end; a user swaps in their own image by changing ``app.image`` in the
-configuration. What the platform expects of any app image is what this one does:
+tested end to end; a user swaps in their own app by replacing ``app/`` (the pipeline builds
+``app/Dockerfile``) or by rolling out their own image. What the platform expects of any app
+image is what this one does:
 
 * listen on ``PORT`` (5000) and answer ``GET /health`` with 200 only when it can serve,
   here: when the database answers;

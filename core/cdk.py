@@ -69,6 +69,7 @@ def _aws(submodule: str):
 App = _core.App
 Fn = _core.Fn
 LocalBackend = _core.LocalBackend
+Postcondition = _core.Postcondition
 S3Backend = _core.S3Backend
 TerraformOutput = _core.TerraformOutput
 TerraformStack = _core.TerraformStack
@@ -107,6 +108,15 @@ IamRolePolicy = _aws("iam_role_policy").IamRolePolicy
 IamRolePolicyAttachment = _aws("iam_role_policy_attachment").IamRolePolicyAttachment
 IamInstanceProfile = _aws("iam_instance_profile").IamInstanceProfile
 IamOpenidConnectProvider = _aws("iam_openid_connect_provider").IamOpenidConnectProvider
+DataAwsIamOpenidConnectProvider = _aws(
+    "data_aws_iam_openid_connect_provider").DataAwsIamOpenidConnectProvider
+
+# container images
+_ecr = _aws("ecr_repository")
+EcrRepository = _ecr.EcrRepository
+EcrEncryption = _ecr.EcrRepositoryEncryptionConfiguration
+EcrLifecyclePolicy = _aws("ecr_lifecycle_policy").EcrLifecyclePolicy
+DataAwsEcrRepository = _aws("data_aws_ecr_repository").DataAwsEcrRepository
 
 # state bucket
 S3Bucket = _aws("s3_bucket").S3Bucket

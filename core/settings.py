@@ -48,6 +48,9 @@ ROLES = ("lb", "app", "db", "nfs", "log")
 # between DB-01 (mounts NFS-01) and NFS-01 (exports to DB-01), and Caddy's upstream list is
 # plain text.
 HOST_OFFSETS = {"lb": 10, "db": 10, "nfs": 11, "log": 12, "app": 20}
+# The public subnet's .10-.19 are kept for the load balancers. The NAT gateway's address is
+# pinned below them: left to AWS, it could take a load balancer's fixed address first.
+NAT_OFFSET = 5
 MAX_APP_HOSTS = 50
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
@@ -67,6 +70,8 @@ MAX_USER_TAGS = MAX_TAGS_PER_RESOURCE - len(STACK_TAG_KEYS)
 
 _NAME = r"^[a-z][a-z0-9-]{1,20}$"
 _HOSTNAME = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$"
+_OIDC_PROVIDER_ARN = (r"^arn:aws(-[a-z]+)*:iam::\d{12}:"
+                      r"oidc-provider/token\.actions\.githubusercontent\.com$")
 _NAME_FORM = "2-21 lower-case letters, digits or hyphens, starting with a letter"
 _TYPE_FORM = "an EC2 instance type such as t3.micro"
 _SHOWN_LENGTH = 60
@@ -250,7 +255,12 @@ class AppSettings(_Section):
     """The application fleet: how many APP hosts and which container image they run."""
 
     host_count: int = Field(ge=1, le=MAX_APP_HOSTS, description=f"1 to {MAX_APP_HOSTS}")
-    image: Annotated[str, AfterValidator(_image)] = Field(description=_IMAGE_FORM)
+    # What a new APP host starts at first boot when no rollout has recorded an image yet.
+    # null: nothing until the pipeline's rolling update deploys the image it built into
+    # the project's ECR repository. Another registry's image must be pullable without
+    # credentials (hosts hold none).
+    image: Optional[Annotated[str, AfterValidator(_image)]] = Field(
+        default=None, description=f"{_IMAGE_FORM}, or null")
 
 
 class NfsSettings(_Section):
@@ -315,6 +325,12 @@ class Settings(_Section):
     acme_email: Optional[str] = Field(default=None, description="an e-mail address such as "
                                       "ops@example.com, or null")
     github_repository: str = Field(description="owner/name, e.g. example-org/web-platform")
+    # An account holds one OIDC provider per issuer: if GitHub's exists already (made by
+    # another project), the bootstrap stack uses it instead of failing to create a second.
+    github_oidc_provider_arn: Optional[str] = Field(
+        default=None, pattern=_OIDC_PROVIDER_ARN,
+        description="the ARN of the account's GitHub OIDC provider, arn:aws:iam::<account "
+        "id>:oidc-provider/token.actions.githubusercontent.com, or null to create it")
     state_bucket: str = Field(description=_BUCKET_RULE)
     # Refuse `terraform destroy` and API termination of the hosts that hold data.
     protect_data: bool = True
@@ -417,11 +433,21 @@ class Settings(_Section):
         """Prefix of every named AWS resource of this environment."""
         return f"{self.project}-{self.environment}"
 
+    @property
+    def app_repository_name(self) -> str:
+        """The project's ECR repository of the app image, shared by every environment."""
+        return f"{self.project}/app"
+
     def host_names(self, role: str) -> list[str]:
         """The design's host names for a role: LB-01, APP-1..N, DB-01, NFS-01, LOG-01."""
         if role == "app":
             return [f"APP-{index}" for index in range(1, self.app.host_count + 1)]
         return [f"{role.upper()}-01"]
+
+    @property
+    def nat_private_ip(self) -> str:
+        """The NAT gateway's fixed address in the public subnet."""
+        return str(ipaddress.ip_network(self.network.public_subnet_cidr)[NAT_OFFSET])
 
     def private_ips(self, role: str) -> list[str]:
         """The fixed private address of each host of a role, in ``host_names`` order."""
@@ -765,11 +791,12 @@ def load_environments(names: list[str], config_dir: Path = CONFIG_DIR) -> list[S
 def _shared_problems(environments: list[_CheckedFields]) -> list[str]:
     """The bootstrap stack serves every environment: they must agree on what it creates."""
     problems = []
-    for field in ("project", "state_bucket", "github_repository", "region"):
+    for field in ("project", "state_bucket", "github_repository", "region",
+                  "github_oidc_provider_arn"):
         values = set()
         for fields in environments:
             try:
-                values.add(fields[field])
+                values.add(str(fields[field]))
             except _Unchecked:
                 pass
         if len(values) > 1:

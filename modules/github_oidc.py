@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
-from core.cdk import (Construct, DataAwsIamPolicyDocument, IamOpenidConnectProvider, IamRole,
-                      IamRolePolicy, IamRolePolicyAttachment)
+from core.cdk import (Construct, DataAwsIamOpenidConnectProvider, DataAwsIamPolicyDocument,
+                      IamOpenidConnectProvider, IamRole, IamRolePolicy,
+                      IamRolePolicyAttachment, Postcondition)
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
+STS_AUDIENCE = "sts.amazonaws.com"
 READ_ONLY_POLICY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 POWER_USER_POLICY = "arn:aws:iam::aws:policy/PowerUserAccess"
 
@@ -19,12 +22,18 @@ class GithubOidcConfig:
     project: prefix of every environment's resource names.
     environments: one plan role and one deploy role are made for each.
     state_bucket_arn: the Terraform state bucket.
+    existing_provider_arn: the account's GitHub OIDC provider when it exists already (an
+        account holds one per issuer); None creates it.
+    image_push_statements: IAM statements that let a deploy role push the app image; each
+        deploy role gets them as a separate policy.
     """
 
     repository: str
     project: str
     environments: tuple[str, ...]
     state_bucket_arn: str
+    existing_provider_arn: Optional[str] = None
+    image_push_statements: tuple[dict, ...] = ()
 
 
 class GithubOidc(Construct):
@@ -37,8 +46,7 @@ class GithubOidc(Construct):
 
     def __init__(self, scope: Construct, id: str, config: GithubOidcConfig):
         super().__init__(scope, id)
-        provider = IamOpenidConnectProvider(self, "provider", url=f"https://{GITHUB_ISSUER}",
-                                            client_id_list=["sts.amazonaws.com"])
+        provider = self._provider(config)
         self.plan_role_arns: dict[str, str] = {}
         self.deploy_role_arns: dict[str, str] = {}
         repo = f"repo:{config.repository}"
@@ -76,14 +84,34 @@ class GithubOidc(Construct):
                              "iam:ListInstanceProfilesForRole", "iam:PassRole",
                              "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
                              "iam:GetInstanceProfile", "iam:TagInstanceProfile",
+                             "iam:UntagInstanceProfile",
                              "iam:AddRoleToInstanceProfile",
                              "iam:RemoveRoleFromInstanceProfile"],
                  "resources": own_roles},
                 {"actions": ["s3:PutObject", "s3:DeleteObject"],
                  "resources": [state_objects]},
             ])
+            if config.image_push_statements:
+                # Its own policy: pushing the app image stays the pipeline's, whatever else
+                # the deploy role may do.
+                self._policy(deploy, environment, "push-app-image",
+                             list(config.image_push_statements))
             self.plan_role_arns[environment] = plan.arn
             self.deploy_role_arns[environment] = deploy.arn
+
+    def _provider(self, config: GithubOidcConfig):
+        if config.existing_provider_arn is None:
+            return IamOpenidConnectProvider(self, "provider", url=f"https://{GITHUB_ISSUER}",
+                                            client_id_list=[STS_AUDIENCE])
+        # Read, not managed: its other users keep it. The plan stops here, with the reason,
+        # if it is not GitHub's or does not admit STS as an audience.
+        return DataAwsIamOpenidConnectProvider(
+            self, "provider", arn=config.existing_provider_arn,
+            lifecycle={"postcondition": [Postcondition(
+                condition=f'${{contains(self.client_id_list, "{STS_AUDIENCE}") && '
+                          f'endswith(self.url, "{GITHUB_ISSUER}")}}',
+                error_message=f"github_oidc_provider_arn must name GitHub's OIDC provider "
+                              f"({GITHUB_ISSUER}) with {STS_AUDIENCE} among its audiences")]})
 
     def _role(self, config: GithubOidcConfig, environment: str, purpose: str,
               provider_arn: str, subjects: list[str]) -> IamRole:
@@ -92,7 +120,7 @@ class GithubOidc(Construct):
             "principals": [{"type": "Federated", "identifiers": [provider_arn]}],
             "condition": [
                 {"test": "StringEquals", "variable": f"{GITHUB_ISSUER}:aud",
-                 "values": ["sts.amazonaws.com"]},
+                 "values": [STS_AUDIENCE]},
                 {"test": "StringEquals", "variable": f"{GITHUB_ISSUER}:sub",
                  "values": subjects},
             ],

@@ -86,6 +86,8 @@ class HostConfig:
     public_address: give the host an Elastic IP (LB-01 only).
     boot_after: resources that must exist before the host boots, such as its subnet's route
         to the internet (first boot installs packages).
+    public_address_after: resources the Elastic IP's association waits for: the VPC's
+        internet gateway (AWS refuses the association without one).
     """
 
     name: str
@@ -102,6 +104,7 @@ class HostConfig:
     protect: bool = False
     public_address: bool = False
     boot_after: tuple = ()
+    public_address_after: tuple = ()
 
 
 class Host(Construct):
@@ -149,5 +152,6 @@ class Host(Construct):
         self.public_ip: Optional[str] = None
         if config.public_address:
             address = Eip(self, "public-address", domain="vpc", instance=instance.id,
-                          tags={"Name": f"{config.environment}-{config.name}"})
+                          tags={"Name": f"{config.environment}-{config.name}"},
+                          depends_on=list(config.public_address_after) or None)
             self.public_ip = address.public_ip

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 from core.cdk import (CloudwatchLogGroup, Construct, DataAwsIamPolicyDocument,
                       DefaultSecurityGroup, Eip, FlowLog, IamRole, IamRolePolicy,
@@ -17,6 +18,8 @@ class NetworkConfig:
 
     name: prefix of every Name tag and named resource.
     flow_log_retention_days: how long VPC flow logs are kept in CloudWatch Logs.
+    nat_private_ip: the NAT gateway's fixed address in the public subnet, outside the range
+        kept for the load balancers' fixed addresses.
     """
 
     name: str
@@ -25,6 +28,7 @@ class NetworkConfig:
     private_subnet_cidr: str
     availability_zone: str
     flow_log_retention_days: int = 365
+    nat_private_ip: Optional[str] = None
 
 
 class Network(Construct):
@@ -61,7 +65,8 @@ class Network(Construct):
         nat_address = Eip(self, "nat-address", domain="vpc",
                           tags={"Name": f"{name}-nat"}, depends_on=[gateway])
         nat = NatGateway(self, "nat-gateway", allocation_id=nat_address.id,
-                         subnet_id=public.id, tags={"Name": f"{name}-nat"})
+                         subnet_id=public.id, private_ip=config.nat_private_ip,
+                         tags={"Name": f"{name}-nat"})
         route_out = Route(self, "private-default-route", route_table_id=private_routes.id,
                           destination_cidr_block=ANYWHERE, nat_gateway_id=nat.id)
         # A private host's first boot installs packages and pulls images: it must not start
@@ -73,6 +78,9 @@ class Network(Construct):
                              egress=[], tags={"Name": f"{name}-default-closed"})
         self._flow_logs(name, vpc.id, config.flow_log_retention_days)
 
+        # An Elastic IP is associated with an instance only once the VPC has an internet
+        # gateway: what depends on a public address waits for it.
+        self.internet_gateway = gateway
         self.vpc_id = vpc.id
         self.public_subnet_id = public.id
         self.private_subnet_id = private.id

@@ -38,7 +38,7 @@ INGRESS: dict[str, list[Rule]] = {
     # the daily backup taken on DB-01, so the source is SG-DB.
     "nfs": [Rule(NFS_PORT, "db", "NFS from DB-01 for the daily backups")],
     "log": [Rule(ELASTICSEARCH_PORT, "app", "Filebeat on the app hosts to Elasticsearch"),
-            Rule(KIBANA_PORT, ADMIN, "Kibana from the administrators' network")],
+            Rule(KIBANA_PORT, ADMIN, "Kibana from the administrator network (admin_cidr)")],
 }
 
 # Every host reaches AWS Systems Manager, container registries and ACME over HTTPS, and the

@@ -1,16 +1,24 @@
-"""A small builder for cloud-config documents: files to write and commands to run once.
+"""A small builder for cloud-config documents: files to write and boot steps to run once.
 
 Files under ``provisioning/files/`` are embedded verbatim, so the script a test runs is the
 script a host runs. Multi-line text is emitted as YAML literal blocks, so the user data stays
 readable (``python -m provisioning.user_data ENVIRONMENT HOST`` prints it).
+
+Boot steps are not cloud-init's ``runcmd``, which runs as one ``sh`` script without ``set -e``
+and ends in "success" whatever failed before its last line. Each step is a file in
+cloud-init's per-instance scripts folder, run once and in order, that runs its command
+through ``boot-step`` as the systemd unit ``boot-NAME.service``: a failure leaves that unit
+failed, stops the steps after it, and makes ``cloud-init status --long`` report the step's
+file by name.
 """
 from __future__ import annotations
 
 import json
+import re
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Union
 
 import yaml
 
@@ -18,8 +26,10 @@ FILES_DIR = Path(__file__).resolve().parent / "files"
 # Functions several host scripts share; they source it from PLATFORM_LIB (this path on hosts).
 SHELL_LIBRARY = FILES_DIR / "lib" / "load-defaults.sh"
 SHELL_LIBRARY_PATH = "/usr/local/lib/platform/load-defaults.sh"
-
-Command = Union[list, str]
+# cloud-init runs these once per instance, in name order, and names those that fail.
+BOOT_STEPS_DIR = "/var/lib/cloud/scripts/per-instance"
+BOOT_STEP_PATH = "/usr/local/sbin/boot-step"
+_STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
 def file_text(name: str) -> str:
@@ -43,13 +53,41 @@ def env_file(values: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class BootStep:
+    """One command of a host's first boot; its name names its unit and its script.
+
+    attempts, retry_seconds: run again after a failure where waiting can help (something
+    another host creates, a registry or archive that is briefly unreachable).
+    """
+
+    name: str
+    command: list
+    attempts: int = 1
+    retry_seconds: int = 30
+
+    def script(self) -> str:
+        options = ([] if self.attempts == 1 else
+                   ["--attempts", str(self.attempts), "--retry-seconds", str(self.retry_seconds)])
+        return ("#!/bin/sh\n# A first-boot step of this host, run once by cloud-init "
+                "(provisioning/cloud_config.py).\n"
+                f"exec {shlex.join(['boot-step', self.name, *options, '--'])} "
+                f"{' '.join(_quoted(word) for word in self.command)}\n")
+
+
+def _quoted(word: str) -> str:
+    # Every word single-quoted, whatever it holds: the script's text is then the same
+    # whether a word is a Terraform reference (NFS-01's volume ID) or the value put there.
+    return "'" + str(word).replace("'", "'\\''") + "'"
+
+
 @dataclass
 class CloudConfig:
-    """One host's cloud-config: ``write_files`` in order, then ``runcmd`` in order."""
+    """One host's cloud-config: ``write_files`` in order, then the boot steps in order."""
 
     hostname: str
     files: list[dict] = field(default_factory=list)
-    commands: list[Command] = field(default_factory=list)
+    steps: list[BootStep] = field(default_factory=list)
 
     def add_file(self, path: str, content: str, permissions: str = "0644") -> None:
         if any(entry["path"] == path for entry in self.files):
@@ -72,18 +110,28 @@ class CloudConfig:
     def add_yaml(self, path: str, document: dict, permissions: str = "0644") -> None:
         self.add_file(path, dump_yaml(document), permissions)
 
-    def run(self, *commands: Command) -> None:
-        self.commands.extend(commands)
+    def step(self, name: str, command: list, attempts: int = 1,
+             retry_seconds: int = 30) -> None:
+        """Run ``command`` at first boot, after the steps added before it."""
+        if not _STEP_NAME.match(name) or any(s.name == name for s in self.steps):
+            raise ValueError(f"boot step name {name!r} is not a unique short name")
+        self.steps.append(BootStep(name, list(command), attempts, retry_seconds))
 
     def render(self) -> str:
+        if len(self.steps) > 99:
+            raise ValueError("more than 99 boot steps")
+        runner = {"path": BOOT_STEP_PATH, "owner": "root:root", "permissions": "0755",
+                  "content": file_text("boot-step.sh")}
+        steps = [{"path": f"{BOOT_STEPS_DIR}/{number:02d}-{step.name}", "owner": "root:root",
+                  "permissions": "0755", "content": step.script()}
+                 for number, step in enumerate(self.steps, start=1)]
         document = {
             "hostname": self.hostname,
             "timezone": "Etc/UTC",
             # No SSH at all: hosts are reached through SSM Session Manager.
             "ssh_pwauth": False,
             "disable_root": True,
-            "write_files": self.files,
-            "runcmd": self.commands,
+            "write_files": [*self.files, runner, *steps],
         }
         return "#cloud-config\n" + dump_yaml(document)
 

@@ -114,24 +114,24 @@ def _docker(config: CloudConfig) -> None:
 def _load_balancer(settings: Settings, config: CloudConfig) -> None:
     _docker(config)
     config.add_json("/etc/caddy/caddy.json", load_balancer_config(settings))
-    config.run(
-        ["install-packages", "docker.io"],
-        ["pull-images", images.CADDY_IMAGE],
-        # Host networking: Caddy binds 80/443 directly and its admin API stays on the host's
-        # localhost, where the rolling update reaches it over SSM. --resume: after a restart
-        # Caddy loads its last active config (upstreams changed through the admin API
-        # included), not the file written at first boot.
-        ["docker", "run", "--detach", "--name", "caddy", "--restart", "unless-stopped",
-         "--network", "host", "--volume", "/etc/caddy:/etc/caddy:ro",
-         "--volume", "caddy-data:/data", "--volume", "caddy-config:/config",
-         images.CADDY_IMAGE, "caddy", "run", "--config", "/etc/caddy/caddy.json", "--resume"],
-    )
+    config.step("install-packages", ["install-packages", "docker.io"])
+    config.step("pull-images", ["pull-images", images.CADDY_IMAGE])
+    # Host networking: Caddy binds 80/443 directly and its admin API stays on the host's
+    # localhost, where the rolling update reaches it over SSM. --resume: after a restart
+    # Caddy loads its last active config (upstreams changed through the admin API
+    # included), not the file written at first boot.
+    config.step("start-caddy", [
+        "docker", "run", "--detach", "--name", "caddy", "--restart", "unless-stopped",
+        "--network", "host", "--volume", "/etc/caddy:/etc/caddy:ro",
+        "--volume", "caddy-data:/data", "--volume", "caddy-config:/config",
+        images.CADDY_IMAGE, "caddy", "run", "--config", "/etc/caddy/caddy.json", "--resume"])
 
 
 def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     _docker(config)
     config.add_script("/usr/local/bin/app-deploy", "app-deploy.sh")
     config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
+    config.add_script(f"{SCRIPTS}/registry-login", "registry_login.py")
     config.add_file("/usr/local/lib/health-agent/health_agent.py", file_text("health_agent.py"))
     config.add_file("/etc/tmpfiles.d/app.conf", "d /run/app 0755 root root -\n")
     config.add_file("/etc/app/deploy.env", env_file({
@@ -161,16 +161,20 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     config.add_file("/etc/systemd/system/filebeat.service", template_text(
         "filebeat.service", image=images.FILEBEAT_IMAGE, region=settings.region,
         parameter=parameters.filebeat_password(settings)))
-    config.run(
-        ["install-packages", "docker.io", "python3-boto3"],
-        ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/app.conf"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "health-agent.service"],
-        # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
-        ["systemctl", "enable", "--now", "--no-block", "filebeat.service"],
-        ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
-         f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy", settings.app.image],
-    )
+    config.step("install-packages", ["install-packages", "docker.io", "python3-boto3"])
+    config.step("create-run-dir", ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/app.conf"])
+    config.step("reload-systemd", ["systemctl", "daemon-reload"])
+    config.step("start-health-agent", ["systemctl", "enable", "--now", "health-agent.service"])
+    # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
+    config.step("start-filebeat",
+                ["systemctl", "enable", "--now", "--no-block", "filebeat.service"])
+    # With no configured image the host waits for the rolling update, which deploys the
+    # image the pipeline built (in the project's ECR repository). app-deploy waits for
+    # DB-01's password itself; another attempt covers a registry that was briefly away.
+    if settings.app.image:
+        config.step("start-app", ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
+                                  f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy",
+                                  settings.app.image], attempts=3, retry_seconds=60)
 
 
 def postgresql_conf(settings: Settings) -> str:
@@ -238,15 +242,16 @@ def _database(settings: Settings, config: CloudConfig) -> None:
     config.add_file("/etc/systemd/system/db-backup.timer", template_text(
         "db-backup.timer", on_calendar=f"*-*-* {settings.backups.time}:00 UTC"))
     install = ["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0640"]
-    config.run(
-        ["install-packages", images.POSTGRES_PACKAGE, "nfs-common", "python3-boto3"],
-        [*install, "/etc/db/postgresql.conf", f"{cluster}/conf.d/60-platform.conf"],
-        [*install, "/etc/db/pg_hba.conf", f"{cluster}/pg_hba.conf"],
-        ["systemctl", "restart", f"postgresql@{images.POSTGRES_MAJOR}-main.service"],
-        ["db-setup"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "--now", "db-backup.timer"],
-    )
+    config.step("install-packages",
+                ["install-packages", images.POSTGRES_PACKAGE, "nfs-common", "python3-boto3"])
+    config.step("install-postgresql-conf",
+                [*install, "/etc/db/postgresql.conf", f"{cluster}/conf.d/60-platform.conf"])
+    config.step("install-pg-hba", [*install, "/etc/db/pg_hba.conf", f"{cluster}/pg_hba.conf"])
+    config.step("restart-postgresql",
+                ["systemctl", "restart", f"postgresql@{images.POSTGRES_MAJOR}-main.service"])
+    config.step("db-setup", ["db-setup"])
+    config.step("reload-systemd", ["systemctl", "daemon-reload"])
+    config.step("start-backup-timer", ["systemctl", "enable", "--now", "db-backup.timer"])
 
 
 def nfs_exports(settings: Settings) -> str:
@@ -269,14 +274,13 @@ def _nfs_server(settings: Settings, config: CloudConfig, volume_id: str) -> None
     # No NFS service without the volume: backups fail loudly instead of filling the root disk.
     config.add_file("/etc/systemd/system/nfs-server.service.d/60-backup-volume.conf",
                     f"[Unit]\nRequiresMountsFor={NFS_ROOT}\n")
-    config.run(
-        ["install-packages", "nfs-kernel-server"],
-        ["env", f"VOLUME_ID={volume_id}", f"MOUNT_POINT={NFS_ROOT}",
-         f"BACKUP_SUBDIR={BACKUP_SUBDIR}", f"BACKUP_OWNER={BACKUP_OWNER}", "nfs-volume"],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "restart", "nfs-server.service"],
-        ["exportfs", "-ra"],
-    )
+    config.step("install-packages", ["install-packages", "nfs-kernel-server"])
+    config.step("nfs-volume", ["env", f"VOLUME_ID={volume_id}", f"MOUNT_POINT={NFS_ROOT}",
+                               f"BACKUP_SUBDIR={BACKUP_SUBDIR}", f"BACKUP_OWNER={BACKUP_OWNER}",
+                               "nfs-volume"])
+    config.step("reload-systemd", ["systemctl", "daemon-reload"])
+    config.step("restart-nfs-server", ["systemctl", "restart", "nfs-server.service"])
+    config.step("export-backups", ["exportfs", "-ra"])
 
 
 def _log_server(settings: Settings, config: CloudConfig) -> None:
@@ -296,12 +300,12 @@ def _log_server(settings: Settings, config: CloudConfig) -> None:
     config.add_json(f"{stack}/index-template.json", logging_stack.index_template())
     config.add_json(f"{stack}/writer-role.json", logging_stack.writer_role())
     config.add_json(f"{stack}/data-view.json", logging_stack.kibana_data_view())
-    config.run(
-        ["install-packages", "docker.io", "docker-compose-v2", "python3-boto3"],
-        ["sysctl", "--load=/etc/sysctl.d/60-elasticsearch.conf"],
-        ["pull-images", images.ELASTICSEARCH_IMAGE, images.KIBANA_IMAGE],
-        ["log-stack", "up"],
-    )
+    config.step("install-packages",
+                ["install-packages", "docker.io", "docker-compose-v2", "python3-boto3"])
+    config.step("load-sysctl", ["sysctl", "--load=/etc/sysctl.d/60-elasticsearch.conf"])
+    config.step("pull-images", ["pull-images", images.ELASTICSEARCH_IMAGE, images.KIBANA_IMAGE])
+    # Safe to run again (it says so): a slow first start of Elasticsearch gets more time.
+    config.step("log-stack", ["log-stack", "up"], attempts=3, retry_seconds=60)
 
 
 def main(argv: list[str] | None = None) -> int:

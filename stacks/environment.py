@@ -1,8 +1,10 @@
 """One environment of the design: network, security groups, five kinds of host, NFS storage."""
 from __future__ import annotations
 
-from core.cdk import AwsProvider, S3Backend, TerraformOutput, TerraformStack
+from core.cdk import (AwsProvider, DataAwsEcrRepository, S3Backend, TerraformOutput,
+                      TerraformStack)
 from core.settings import KIBANA_PORT, ROLES, Settings
+from modules.container_repository import pull_statements
 from modules.host import Host, HostConfig, UbuntuAmi
 from modules.host_role import HostRole, HostRoleConfig
 from modules.network import Network, NetworkConfig
@@ -33,7 +35,8 @@ class EnvironmentStack(TerraformStack):
             public_subnet_cidr=settings.network.public_subnet_cidr,
             private_subnet_cidr=settings.network.private_subnet_cidr,
             availability_zone=settings.availability_zone,
-            flow_log_retention_days=settings.network.flow_log_retention_days))
+            flow_log_retention_days=settings.network.flow_log_retention_days,
+            nat_private_ip=settings.nat_private_ip))
         groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
             name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
         # One image lookup per architecture in use: Graviton types (t4g...) need arm64.
@@ -44,10 +47,19 @@ class EnvironmentStack(TerraformStack):
             availability_zone=settings.availability_zone, size_gb=settings.nfs.volume_size_gb,
             protect=settings.protect_data))
 
+        # Made by the bootstrap stack, shared by the environments: the plan fails here, saying
+        # so, if the bootstrap was not applied.
+        app_images = DataAwsEcrRepository(self, "app-images",
+                                          name=settings.app_repository_name)
+
         hosts: dict[str, Host] = {}
         for role in ROLES:
+            statements = _permissions(settings, role)
+            if role == "app":
+                # APP hosts pull the app image with their own role: no registry credential.
+                statements += pull_statements(app_images.arn)
             identity = HostRole(self, f"{role}-identity", HostRoleConfig(
-                name=f"{prefix}-{role}", statements=_permissions(settings, role)))
+                name=f"{prefix}-{role}", statements=statements))
             subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
             for name, address in zip(settings.host_names(role), settings.private_ips(role)):
                 hosts[name] = Host(self, name, HostConfig(
@@ -61,6 +73,7 @@ class EnvironmentStack(TerraformStack):
                         nfs_volume_id=storage.volume_id if role == "nfs" else None),
                     protect=settings.protect_data and role in DATA_ROLES,
                     public_address=role == "lb",
+                    public_address_after=(network.internet_gateway,) if role == "lb" else (),
                     boot_after=() if role == "lb" else tuple(network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
 

@@ -34,6 +34,7 @@ load_defaults "$CONFIG_FILE"
 : "${STOP_TIMEOUT:=30}"
 : "${DOCKER:=docker}"
 : "${SSM_PARAMETER:=/usr/local/sbin/ssm-parameter}"
+: "${REGISTRY_LOGIN:=/usr/local/sbin/registry-login}"
 : "${DB_PASSWORD_PARAMETER:=}"
 : "${PASSWORD_WAIT_SECONDS:=0}"
 : "${DB_HOST:=}" "${DB_PORT:=5432}" "${DB_NAME:=}" "${DB_USER:=}"
@@ -141,6 +142,8 @@ db_password() {
 }
 
 pull() {
+    # ECR: a fresh login token from the instance role (nothing stored outlives 12 hours).
+    "$REGISTRY_LOGIN" "$1" || log "cannot log in to the registry of $1"
     if "$DOCKER" pull --quiet "$1" >/dev/null 2>&1; then
         return 0
     fi

@@ -310,9 +310,9 @@ CORPUS = [
         id="count-too-many"),
     pytest.param(change({"app": None}), [
         "app: expected a mapping of settings (got None)"], id="section-null"),
-    pytest.param(change({"app.image": DELETE}), [
-        "app.image: required but missing (an image reference with a tag or digest"],
-        id="image-missing"),
+    pytest.param(change({"app.image": 1.5}), [
+        "app.image: Input should be a valid string (got 1.5; YAML reads it as a number: "
+        "quote it)"], id="image-number"),
     pytest.param(change({"protect_data": "false"}), [
         "protect_data: Input should be a valid boolean (got 'false'; write it without "
         "quotes)"], id="bool-quoted"),

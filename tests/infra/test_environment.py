@@ -239,7 +239,7 @@ def test_each_secret_is_written_by_its_owner_and_read_by_its_users(production):
                       "log": {"ssm:PutParameter", "ssm:GetParameter"},
                       "app": {"ssm:GetParameter"}}
     app_reads = next(d for k, d in documents.items() if k.startswith("app-identity"))
-    (statement,) = app_reads["statement"]
+    (statement,) = [s for s in app_reads["statement"] if s["actions"] == ["ssm:GetParameter"]]
     assert [r.rsplit(":parameter", 1)[1] for r in statement["resources"]] == [
         "/webapp/production/db/password", "/webapp/production/logs/filebeat-password"]
 
@@ -273,3 +273,53 @@ def test_graviton_hosts_boot_an_arm64_image():
     x86 = ("x86_64", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-amd64-server-*")
     arm = ("arm64", "ubuntu/images/hvm-ssd-gp3/ubuntu-noble-24.04-arm64-server-*")
     assert used == {("app", arm), ("lb", x86), ("db", x86), ("nfs", x86), ("log", x86)}
+
+
+def test_lb_01s_address_is_associated_only_once_the_internet_gateway_exists(production):
+    """AWS refuses to associate an Elastic IP with an instance of a VPC with no internet
+    gateway; without the dependency Terraform may try both at once."""
+    (gateway_key,) = resources(production, "aws_internet_gateway")
+    (address,) = [a for a in resources(production, "aws_eip").values() if "instance" in a]
+    assert f"aws_internet_gateway.{gateway_key}" in address.get("depends_on", [])
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_the_nat_gateway_cannot_take_a_load_balancers_address(stack_json, environment):
+    """LB-01's fixed address (and those kept for more load balancers, .10-.19) must be free
+    when the instance is created: the NAT gateway, created first, is pinned elsewhere."""
+    stack = stack_json(environment)
+    settings = load_environment(environment)
+    public = ipaddress.ip_network(settings.network.public_subnet_cidr)
+    kept_for_load_balancers = {str(public[offset]) for offset in range(10, 20)}
+    (nat,) = resources(stack, "aws_nat_gateway").values()
+    assert nat.get("private_ip"), "left to AWS, the NAT may take any free address"
+    address = ipaddress.ip_address(nat["private_ip"])
+    assert address in public
+    # AWS keeps the first four addresses and the last of every subnet.
+    assert public[4] <= address < public[-1]
+    assert nat["private_ip"] not in kept_for_load_balancers
+    instance_addresses = {i["private_ip"] for i in resources(stack, "aws_instance").values()}
+    assert nat["private_ip"] not in instance_addresses
+    assert settings.private_ips("lb")[0] in kept_for_load_balancers
+
+
+def host_policy(stack: dict, role: str) -> list[dict]:
+    documents = stack["data"]["aws_iam_policy_document"]
+    document = next((d for k, d in documents.items()
+                     if k.startswith(f"{role}-identity_permissions")), {"statement": []})
+    return document["statement"]
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_app_hosts_pull_from_the_projects_ecr_repository_only(stack_json, environment):
+    stack = stack_json(environment)
+    ((key, repository),) = stack["data"]["aws_ecr_repository"].items()
+    assert repository["name"] == "webapp/app"
+    ecr = {tuple(s["resources"]): set(s["actions"]) for s in host_policy(stack, "app")
+           if any(a.startswith("ecr:") for a in s["actions"])}
+    assert ecr == {("*",): {"ecr:GetAuthorizationToken"},
+                   (f"${{data.aws_ecr_repository.{key}.arn}}",): {
+                       "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"}}
+    for role in ("lb", "db", "nfs", "log"):
+        assert not any(a.startswith("ecr:") for s in host_policy(stack, role)
+                       for a in s["actions"]), role

@@ -103,3 +103,17 @@ def test_terraform_working_files_survive_a_new_synthesis(tmp_path):
     assert (bootstrap / ".terraform" / "providers").is_dir()
     assert (bootstrap / "cdk.tf.json").is_file()
     assert not (outdir / "stacks" / "retired").exists()
+
+
+def test_the_readmes_cdktf_cli_commands_run_as_written():
+    """The CLI runs cdktf.json's `python main.py`: only the virtualenv's python has the
+    packages. Without CHECKPOINT_DISABLE=1 it prints a telemetry error offline."""
+    readme = (REPO / "README.md").read_text()
+    lines = readme.splitlines()
+    commands = [i for i, line in enumerate(lines) if "npx cdktf-cli" in line]
+    assert commands
+    assert json.loads((REPO / "cdktf.json").read_text())["app"] == "python main.py"
+    for index in commands:
+        assert "CHECKPOINT_DISABLE=1 npx cdktf-cli" in lines[index], lines[index]
+        before = "\n".join(lines[max(0, index - 3):index + 1])
+        assert ". .venv/bin/activate" in before or "PATH=" in lines[index], lines[index]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import yaml
 
 from core.settings import ROLES, load_environment
 from provisioning import user_data
-from provisioning.cloud_config import FILES_DIR, SHELL_LIBRARY
+from provisioning.cloud_config import BOOT_STEPS_DIR, FILES_DIR, SHELL_LIBRARY
 from tests.provisioning.postgres_server import postgres_server  # noqa: F401 (a fixture)
 
 # What NFS-01's user data is rendered with outside Terraform: a well-formed volume ID.
@@ -50,6 +51,23 @@ def written_file(cloud_config: dict, path: str) -> dict:
     matches = [entry for entry in cloud_config["write_files"] if entry["path"] == path]
     assert len(matches) == 1, f"{path} is written {len(matches)} times"
     return matches[0]
+
+
+def boot_step_files(cloud_config: dict) -> list[dict]:
+    """The per-instance scripts of a host's first boot, in the order cloud-init runs them."""
+    return sorted((entry for entry in cloud_config["write_files"]
+                   if entry["path"].startswith(BOOT_STEPS_DIR + "/")),
+                  key=lambda entry: entry["path"])
+
+
+def boot_steps(cloud_config: dict) -> list[list[str]]:
+    """The command of each boot step, in order (what boot-step runs after its ``--``)."""
+    commands = []
+    for entry in boot_step_files(cloud_config):
+        words = shlex.split(entry["content"].strip().splitlines()[-1])
+        assert words[:2] == ["exec", "boot-step"], entry["content"]
+        commands.append(words[words.index("--") + 1:])
+    return commands
 
 
 # The shared shell library the scripts source, from the repository rather than a host's path.

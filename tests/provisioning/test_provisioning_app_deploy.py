@@ -38,7 +38,7 @@ class Host:
                            'echo "$*" >> "${SSM_CALLS}"\n'
                            '[[ -z ${SSM_FAIL:-} ]] || exit 1\necho "db-secret-value"\n')
         self.env = {**base_env, "APP_DEPLOY_CONFIG": str(root / "absent.env"),
-                    "DOCKER": str(docker), "SSM_PARAMETER": str(ssm),
+                    "DOCKER": str(docker), "SSM_PARAMETER": str(ssm), "REGISTRY_LOGIN": "true",
                     "SSM_CALLS": str(root / "ssm-calls"),
                     "FAKE_DOCKER_STATE": str(self.state),
                     "FAKE_DOCKER_DRAIN_FILE": str(self.drain_file),

@@ -16,7 +16,7 @@ PYTHON_SCRIPTS = sorted(FILES_DIR.glob("*.py"))
 
 def test_the_scripts_are_all_there():
     assert {p.name for p in SHELL_SCRIPTS} == {
-        "app-deploy.sh", "db-backup.sh", "db-setup.sh", "install-packages.sh",
+        "app-deploy.sh", "boot-step.sh", "db-backup.sh", "db-setup.sh", "install-packages.sh",
         "log-stack.sh", "nfs-volume.sh", "pull-images.sh"}
 
 

@@ -21,7 +21,8 @@ from provisioning import images, logging_stack, parameters, user_data
 from provisioning.caddy import MINIMUM_CADDY_VERSION, UPSTREAMS_ID
 from provisioning.cloud_config import CloudConfig, env_file, file_text
 from tests.tools import require_tool
-from tests.provisioning.conftest import VOLUME_ID, render_host, written_file
+from tests.provisioning.conftest import (VOLUME_ID, boot_step_files, boot_steps, render_host,
+                                         written_file)
 from tests.provisioning.postgres_server import free_port
 
 # EC2 accepts 16 KB of user data; Terraform gzips it (modules/host.py). Python's gzip stands
@@ -35,6 +36,7 @@ EMBEDDED = {
     "/usr/local/sbin/pull-images": "pull-images.sh",
     "/usr/local/bin/app-deploy": "app-deploy.sh",
     "/usr/local/sbin/ssm-parameter": "ssm_parameter.py",
+    "/usr/local/sbin/registry-login": "registry_login.py",
     "/usr/local/lib/health-agent/health_agent.py": "health_agent.py",
     "/usr/local/sbin/db-setup": "db-setup.sh",
     "/usr/local/sbin/db-backup": "db-backup.sh",
@@ -42,13 +44,15 @@ EMBEDDED = {
     "/usr/local/sbin/nfs-volume": "nfs-volume.sh",
     "/usr/local/sbin/log-stack": "log-stack.sh",
     "/usr/local/lib/platform/load-defaults.sh": "lib/load-defaults.sh",
+    "/usr/local/sbin/boot-step": "boot-step.sh",
 }
 ROLE_FILES = {
     "lb": {"/usr/local/sbin/install-packages", "/usr/local/sbin/pull-images",
            "/etc/docker/daemon.json", "/etc/caddy/caddy.json"},
     "app": {"/usr/local/sbin/install-packages", "/usr/local/sbin/pull-images",
             "/etc/docker/daemon.json", "/usr/local/bin/app-deploy",
-            "/usr/local/sbin/ssm-parameter", "/usr/local/lib/health-agent/health_agent.py",
+            "/usr/local/sbin/ssm-parameter", "/usr/local/sbin/registry-login",
+            "/usr/local/lib/health-agent/health_agent.py",
             "/usr/local/lib/platform/load-defaults.sh",
             "/etc/tmpfiles.d/app.conf", "/etc/app/deploy.env", "/etc/app/app.env",
             "/etc/systemd/system/health-agent.service", "/etc/filebeat/filebeat.yml",
@@ -146,27 +150,30 @@ def test_no_secret_is_written_in_the_user_data(settings, host):
                     # Only the names of SSM parameters, never a value.
                     assert key.endswith("_PARAMETER") and value.startswith(
                         f"/{settings.project}/{settings.environment}/"), (key, value)
-    assert "DB_PASSWORD=" not in " ".join(str(c) for c in document["runcmd"])
+    assert "DB_PASSWORD=" not in " ".join(str(c) for c in boot_steps(document))
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_each_role_writes_its_files_and_scripts_verbatim(cloud_configs, role):
     config = cloud_configs[role]
-    paths = [entry["path"] for entry in config["write_files"]]
+    steps = {entry["path"] for entry in boot_step_files(config)}
+    paths = [entry["path"] for entry in config["write_files"] if entry["path"] not in steps]
 
-    assert set(paths) == ROLE_FILES[role] and len(paths) == len(set(paths))
+    assert set(paths) == ROLE_FILES[role] | {"/usr/local/sbin/boot-step"}
+    assert len(paths) == len(set(paths)) and steps
     for entry in config["write_files"]:
         assert entry["owner"] == "root:root"
         if entry["path"] in EMBEDDED:
             assert entry["content"] == file_text(EMBEDDED[entry["path"]]), entry["path"]
-        executable = entry["path"].startswith(("/usr/local/bin/", "/usr/local/sbin/"))
+        executable = entry["path"].startswith(("/usr/local/bin/", "/usr/local/sbin/",
+                                               "/var/lib/cloud/scripts/per-instance/"))
         assert entry["permissions"] == ("0755" if executable else "0644"), entry["path"]
 
 
 @pytest.mark.parametrize("role", ROLES)
 def test_packages_are_installed_first_by_the_retrying_installer(cloud_configs, role):
     config = cloud_configs[role]
-    assert config["runcmd"][0][0] == "install-packages"
+    assert boot_steps(config)[0][0] == "install-packages"
     assert config["hostname"] == user_data_host(role).lower()
     assert "packages" not in config and "package_update" not in config
 
@@ -213,7 +220,7 @@ def test_caddy_proxies_to_every_app_host_through_their_health_agents(cloud_confi
 
 
 def test_caddy_runs_from_the_pinned_image_with_its_config_and_admin_on_localhost(cloud_configs):
-    run = cloud_configs["lb"]["runcmd"][-1]
+    run = boot_steps(cloud_configs["lb"])[-1]
 
     assert run[:2] == ["docker", "run"]
     assert ["--network", "host"] == run[run.index("--network"):][:2]
@@ -222,7 +229,7 @@ def test_caddy_runs_from_the_pinned_image_with_its_config_and_admin_on_localhost
     image_at = run.index(images.CADDY_IMAGE)
     assert run[image_at + 1:] == ["caddy", "run", "--config", "/etc/caddy/caddy.json",
                                   "--resume"]
-    assert ["pull-images", images.CADDY_IMAGE] in cloud_configs["lb"]["runcmd"]
+    assert ["pull-images", images.CADDY_IMAGE] in boot_steps(cloud_configs["lb"])
 
 
 @pytest.mark.parametrize("domain", [None, "app.example.com"])
@@ -261,14 +268,26 @@ def test_app_deploy_settings_match_the_load_balancers_health_checks(cloud_config
     assert deploy["AWS_REGION"] == "eu-west-1"
 
 
-def test_the_app_starts_at_first_boot_from_the_configured_image(cloud_configs, production):
-    runcmd = cloud_configs["app"]["runcmd"]
+def test_the_app_starts_at_first_boot_from_the_configured_image(production):
+    image = "registry.example.com/team/app:1.4.2"
+    settings = production.model_copy(update={
+        "app": production.app.model_copy(update={"image": image})})
+    steps = boot_steps(yaml.safe_load(render_host(settings, "APP-1")))
 
-    assert runcmd[-1] == ["env", "PASSWORD_WAIT_SECONDS=1800", "HEALTH_TIMEOUT=1800",
-                          "app-deploy", production.app.image]
-    assert ["systemctl", "enable", "--now", "health-agent.service"] in runcmd
-    assert runcmd.index(["systemctl", "enable", "--now", "health-agent.service"]) < len(
-        runcmd) - 1
+    assert steps[-1] == ["env", "PASSWORD_WAIT_SECONDS=1800", "HEALTH_TIMEOUT=1800",
+                         "app-deploy", image]
+    assert ["systemctl", "enable", "--now", "health-agent.service"] in steps
+    assert steps.index(["systemctl", "enable", "--now", "health-agent.service"]) < len(
+        steps) - 1
+
+
+def test_without_a_configured_image_the_host_waits_for_the_rolling_update(cloud_configs,
+                                                                          production):
+    """The shipped configuration: the pipeline's rollout starts the image it pushed to ECR;
+    a first boot never tries to pull an image that was never built."""
+    assert production.app.image is None
+    assert not any("app-deploy" in command for command in boot_steps(cloud_configs["app"]))
+    written_file(cloud_configs["app"], "/usr/local/sbin/registry-login")
 
 
 def test_filebeat_ships_the_app_container_logs_to_log_01(cloud_configs):
@@ -420,7 +439,7 @@ def test_db_01_backs_up_daily_at_the_configured_time_to_nfs_01(cloud_configs, tm
     assert backup["NFS_SOURCE"] == "10.0.2.11:/srv/nfs/backups"
     assert backup["RETENTION_DAYS"] == "14" and backup["DB_NAME"] == "app"
     assert "OnCalendar=*-*-* 03:00:00 UTC\n" in timer and "Persistent=true" in timer
-    assert ["systemctl", "enable", "--now", "db-backup.timer"] in config["runcmd"]
+    assert ["systemctl", "enable", "--now", "db-backup.timer"] in boot_steps(config)
     analyze = require_tool("systemd-analyze")
     calendar = subprocess.run([analyze, "calendar", "*-*-* 03:00:00 UTC"], capture_output=True,
                               text=True)
@@ -428,13 +447,13 @@ def test_db_01_backs_up_daily_at_the_configured_time_to_nfs_01(cloud_configs, tm
 
 
 def test_db_01_installs_its_postgresql_config_after_the_package_then_sets_up(cloud_configs):
-    runcmd = cloud_configs["db"]["runcmd"]
+    steps = boot_steps(cloud_configs["db"])
 
-    assert runcmd[0] == ["install-packages", "postgresql-16", "nfs-common", "python3-boto3"]
-    assert runcmd[1][-1] == "/etc/postgresql/16/main/conf.d/60-platform.conf"
-    assert runcmd[2][-1] == "/etc/postgresql/16/main/pg_hba.conf"
-    assert runcmd[3] == ["systemctl", "restart", "postgresql@16-main.service"]
-    assert runcmd[4] == ["db-setup"]
+    assert steps[0] == ["install-packages", "postgresql-16", "nfs-common", "python3-boto3"]
+    assert steps[1][-1] == "/etc/postgresql/16/main/conf.d/60-platform.conf"
+    assert steps[2][-1] == "/etc/postgresql/16/main/pg_hba.conf"
+    assert steps[3] == ["systemctl", "restart", "postgresql@16-main.service"]
+    assert steps[4] == ["db-setup"]
 
 
 def test_max_connections_leave_room_for_every_app_hosts_pool(production):
@@ -466,11 +485,11 @@ def test_nfs_01_exports_the_backup_directory_to_db_01_only(cloud_configs):
 
 
 def test_nfs_01_prepares_the_volume_it_is_given(cloud_configs):
-    runcmd = cloud_configs["nfs"]["runcmd"]
+    steps = boot_steps(cloud_configs["nfs"])
 
-    assert runcmd[1] == ["env", f"VOLUME_ID={VOLUME_ID}", "MOUNT_POINT=/srv/nfs",
-                         "BACKUP_SUBDIR=backups", "BACKUP_OWNER=34:34", "nfs-volume"]
-    assert runcmd[-1] == ["exportfs", "-ra"]
+    assert steps[1] == ["env", f"VOLUME_ID={VOLUME_ID}", "MOUNT_POINT=/srv/nfs",
+                        "BACKUP_SUBDIR=backups", "BACKUP_OWNER=34:34", "nfs-volume"]
+    assert steps[-1] == ["exportfs", "-ra"]
 
 
 # --- LOG-01 --------------------------------------------------------------------------------
@@ -539,7 +558,7 @@ def test_log_01_starts_the_stack_with_its_secrets_in_ssm(cloud_configs):
 
     assert settings == {"PARAMETER_PREFIX": "/webapp/production/logs",
                         "AWS_REGION": "eu-west-1", "STACK_DIR": "/opt/logging"}
-    assert config["runcmd"][-1] == ["log-stack", "up"]
+    assert boot_steps(config)[-1] == ["log-stack", "up"]
     assert written_file(config, "/etc/sysctl.d/60-elasticsearch.conf")["content"] == (
         "vm.max_map_count = 262144\n")
 
