@@ -63,3 +63,7 @@ def test_architecture_matches_describe_instance_types():
 ])
 def test_graviton_families_are_arm64(instance_type, architecture):
     assert aws_catalog.instance_architecture(instance_type) == architecture
+
+
+def test_version_in_messages_is_botocores():
+    assert aws_catalog.botocore_version() == botocore.__version__
