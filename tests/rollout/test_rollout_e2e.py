@@ -1,21 +1,27 @@
-"""End to end on 127.0.0.0/8: Debian's Caddy as LB-01, four app hosts (each with the real health
-agent and the local app-deploy), and keep-alive clients that never retry, sending GET and POST
-requests with bodies for the whole rollout. Not one request may fail."""
+"""End to end on 127.0.0.0/8: Caddy 2.11.7 (the version LB-01 runs) as LB-01, four app hosts
+(each with the real health agent and the local app-deploy), and keep-alive clients that never
+retry, sending GET and POST requests with bodies for the whole rollout. Not one request may
+fail."""
 import json
 import os
 import queue
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
-from rollout.lab.fleet import LocalFleet, free_port, http_get
+from rollout.lab.fleet import LocalFleet, free_port, http_get, running
 from rollout.lab.load import LoadGenerator
-from tests.tools import require_tool
+from tests import tools
 
 pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 V1, V2 = "registry.local/app:v1", "registry.local/app:v2"
 # Caddy probes every 200 ms here, so 0.4 s covers one probe interval plus the requests in
@@ -27,7 +33,7 @@ CLIENTS = 8
 @pytest.fixture
 def lab(tmp_path):
     """``lab(size, **options)`` starts a LocalFleet; every one is stopped at the end."""
-    caddy = require_tool("caddy")
+    caddy = tools.caddy()
     fleets = []
 
     def make(size=4, **options):
@@ -189,3 +195,42 @@ def test_sync_only_adds_a_new_host_to_caddy(lab):
     # Nothing to do the second time: no config change at all.
     again = rolling_update(fleet, "--sync-only")
     assert again.returncode == 0 and "Caddy's upstreams match the 5 app hosts" in again.stdout
+
+
+def _processes_mentioning(text):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def test_the_lab_fleet_stops_every_process_cleanly_on_sigterm(tmp_path):
+    tools.caddy()
+    workdir = tmp_path / "lab"
+    fleet = subprocess.Popen([sys.executable, "-m", "rollout.lab.fleet", "--hosts", "2",
+                              "--workdir", str(workdir)], cwd=REPO_ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in fleet.stdout], daemon=True).start()
+        while "Ctrl-C stops every process" not in lines.get(timeout=60):
+            pass
+        children = [p for p in _processes_mentioning(str(workdir)) if p != fleet.pid]
+        assert len(children) == 3, "caddy and two health agents"
+        children += [json.loads((workdir / h / "state.json").read_text())["pid"]
+                     for h in ("APP-1", "APP-2")]
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(30) == 0, fleet.stderr.read()
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
+    for host in ("APP-1", "APP-2"):
+        # The agent's own SIGTERM handler ran: it was not killed after the stop grace.
+        assert "health-agent: stopped" in (workdir / host / "agent.log").read_text()
+    assert not [pid for pid in children if running(pid)], "a child outlived the fleet"
