@@ -326,6 +326,21 @@ class SsmAdminTransport:
         return code, text.rstrip("\n").encode()
 
 
+def record_deployed_image(ssm, name: str, image: str) -> str | None:
+    """Record ``image`` as the one every app host serves; return a problem, or None.
+
+    A plain String (an image reference is no secret), overwritten by each successful rollout;
+    APP hosts read it at their first boot (``app-first-boot``).
+    """
+    try:
+        ssm.put_parameter(Name=name, Value=image, Type="String", Overwrite=True,
+                          Description="App image of the last successful rolling update")
+    except (ClientError, BotoCoreError) as exc:
+        return (f"every host serves {image}, but it could not be recorded in {name} ({exc}): "
+                "hosts created later would start an older image; run the rollout again")
+    return None
+
+
 def lease_lock(runner: SsmRunner, lb: LoadBalancerHost, *, ttl: float,
                force: bool = False) -> LeaseLock:
     """The rollout lock as a lease file on LB-01."""

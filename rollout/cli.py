@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
 from .batching import BatchSize, MinHealthy
 from .caddy_admin import CaddyAdmin, HttpAdminTransport
@@ -131,14 +131,20 @@ def build_parser() -> OneLineParser:
                         help="when a host fails, do not roll back the hosts already updated")
     parser.add_argument("--inventory", metavar="FILE",
                         help="local mode: a YAML inventory (see rollout/inventory.py)")
-    parser.add_argument("--region", help="AWS mode: region (default: $AWS_REGION)")
+    parser.add_argument("--region", help="AWS mode: region (default: the environment's "
+                                         "configuration, else $AWS_REGION)")
+    parser.add_argument("--image-parameter", metavar="NAME",
+                        help="AWS mode: SSM parameter that records the image once every host "
+                             "serves it, read by APP hosts at first boot (default: the "
+                             "environment's, from its configuration)")
     parser.add_argument("--break-lock", action="store_true",
                         help="AWS mode: take the rollout lease even if another run holds it "
                              "(only when that run is known to be dead)")
     return parser
 
 
-def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, environ: dict,
+               configured: Callable[[str], dict] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if not args.environment.strip() or not re.match(r"^[A-Za-z0-9_.-]+$", args.environment):
         raise UsageError(f"argument --environment: {args.environment!r} is not an environment "
@@ -156,9 +162,14 @@ def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
     if args.inventory and args.break_lock:
         raise UsageError("argument --break-lock is for AWS mode; a local lock is released when "
                          "its holder dies")
+    if args.inventory and args.image_parameter:
+        raise UsageError("argument --image-parameter is for AWS mode; drop it, or drop "
+                         "--inventory")
     if not args.inventory:
-        args.region = args.region or environ.get("AWS_REGION") or environ.get(
-            "AWS_DEFAULT_REGION")
+        defaults = configured(args.environment) if configured else {}
+        args.image_parameter = args.image_parameter or defaults.get("image_parameter")
+        args.region = (args.region or defaults.get("region") or environ.get("AWS_REGION")
+                       or environ.get("AWS_DEFAULT_REGION"))
         if not args.region:
             raise UsageError("argument --region is required in AWS mode (or set AWS_REGION); "
                              "for local hosts give --inventory FILE")
@@ -166,13 +177,17 @@ def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
-         environ: dict | None = None) -> int:
+         environ: dict | None = None, configured: Callable[[str], dict] | None = None) -> int:
+    """Run the command; ``configured(environment)`` gives AWS mode's defaults (``region``,
+    ``image_parameter``) from the environment's configuration, or raises ValueError."""
     out = stdout if stdout is not None else sys.stdout
     environ = dict(os.environ if environ is None else environ)
     try:
-        args = parse_args(argv, environ)
+        args = parse_args(argv, environ, configured)
     except UsageError as exc:
         return _error(f"{exc} (see --help)", EXIT_USAGE)
+    except ValueError as exc:
+        return _error(str(exc), EXIT_USAGE)
 
     options = RolloutOptions(
         image=None if args.sync_only else args.image, batch_size=args.batch_size,
@@ -183,11 +198,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     if args.sync_only and args.image:
         print(f"{PROG}: note: --image is not used with --sync-only", file=out)
     log = StepLog(out)
+    record = None
     try:
         if args.inventory:
             engine = _local_engine(args, options, log)
         else:
-            engine = _aws_engine(args, options, log)
+            engine, record = _aws_engine(args, options, log)
     except InventoryError as exc:
         return _error(str(exc), EXIT_USAGE)
     except RolloutRefused as exc:
@@ -207,6 +223,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     finally:
         signal.signal(signal.SIGTERM, previous)
     _publish(report, out, environ)
+    if report.ok and record and not (args.dry_run or args.sync_only):
+        problem = record(args.image)
+        if problem:
+            return _error(problem, EXIT_FAILED)
+        print(f"{PROG}: recorded {args.image} in {args.image_parameter}: hosts created from "
+              "now on start it", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -257,13 +279,14 @@ def _local_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
                          options=options, log=log)
 
 
-def _aws_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
+def _aws_engine(args, options: RolloutOptions, log: StepLog):
+    """The engine over SSM, and what records the image once the rollout succeeded."""
     # Imported here so that local runs work without AWS libraries configured.
     import boto3
     from botocore.exceptions import BotoCoreError
 
     from .aws import DiscoveryError, SsmAdminTransport, SsmHostAdapter, SsmRunner, discover
-    from .aws import lease_lock
+    from .aws import lease_lock, record_deployed_image
 
     try:
         session = boto3.session.Session(region_name=args.region)
@@ -278,8 +301,11 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
     # A lease outlives one batch at its slowest; the holder renews it before every batch.
     ttl = (options.drain_seconds + options.command_timeout + 3 * options.health_timeout
            + 300)
-    return RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
-                         host_adapter=SsmHostAdapter(runner),
-                         lb=CaddyAdmin(SsmAdminTransport(runner, fleet.lb)),
-                         lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
-                         options=options, log=log)
+    engine = RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
+                           host_adapter=SsmHostAdapter(runner),
+                           lb=CaddyAdmin(SsmAdminTransport(runner, fleet.lb)),
+                           lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
+                           options=options, log=log)
+    if not args.image_parameter:
+        return engine, None
+    return engine, lambda image: record_deployed_image(ssm, args.image_parameter, image)

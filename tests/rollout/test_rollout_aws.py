@@ -11,7 +11,8 @@ from moto import mock_aws
 from rollout_fakes import fake_http_server
 
 from rollout.aws import (DiscoveryError, LoadBalancerHost, SsmAdminTransport, SsmHostAdapter,
-                         SsmRunner, discover, lease_lock, shell_command)
+                         SsmRunner, discover, lease_lock, record_deployed_image,
+                         shell_command)
 from rollout.caddy_admin import CaddyAdmin, LoadBalancerError
 from rollout.hosts import HostUnreachable
 from rollout.locking import LockError
@@ -392,3 +393,27 @@ def test_lease_of_a_dead_run_lapses_or_is_broken(tmp_path):
     forced.acquire()                          # --break-lock
     with pytest.raises(LockError, match="lost"):
         successor.refresh()
+
+
+# ------------------------------------------------------------------------ deployed image
+
+def test_the_deployed_image_is_recorded_for_hosts_created_later():
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name=REGION)
+        name = "/webapp/production/app/image"
+        assert record_deployed_image(ssm, name, "repo/app:1") is None
+        assert record_deployed_image(ssm, name, "repo/app:2") is None
+        parameter = ssm.get_parameter(Name=name)["Parameter"]
+    assert (parameter["Value"], parameter["Type"], parameter["Version"]) == (
+        "repo/app:2", "String", 2)
+
+
+def test_an_image_that_cannot_be_recorded_is_a_problem_naming_it():
+    ssm = boto3.client("ssm", region_name=REGION)
+    with Stubber(ssm) as stub:
+        stub.add_client_error("put_parameter", "AccessDeniedException", "not allowed")
+        problem = record_deployed_image(ssm, "/webapp/production/app/image", "repo/app:2")
+    assert problem.startswith("every host serves repo/app:2, but it could not be recorded in "
+                              "/webapp/production/app/image (")
+    assert problem.endswith("hosts created later would start an older image; run the "
+                            "rollout again")

@@ -241,3 +241,28 @@ esac
     next_run = FileLock(str(lock))
     next_run.acquire()                   # released: the next run can start at once
     next_run.release()
+
+
+def test_aws_mode_takes_region_and_image_parameter_from_the_configuration():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import rolling_update
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    assert rolling_update.configured("production") == {
+        "region": "eu-west-1", "image_parameter": "/webapp/production/app/image"}
+    args = cli.parse_args(["--environment", "production", "--image", "app:1"],
+                          {"AWS_REGION": "us-east-1"}, rolling_update.configured)
+    assert (args.region, args.image_parameter) == ("eu-west-1", "/webapp/production/app/image")
+    args = cli.parse_args(["--environment", "production", "--image", "app:1", "--region",
+                           "eu-central-1", "--image-parameter", "/x/image"], {},
+                          rolling_update.configured)
+    assert (args.region, args.image_parameter) == ("eu-central-1", "/x/image")
+
+
+def test_aws_mode_for_an_environment_without_configuration_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--environment", "nowhere",
+                           "--image", "app:1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "nowhere" in done.stderr
+    assert "Traceback" not in done.stderr
