@@ -295,15 +295,17 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog):
         fleet = discover(ec2, args.environment)
     except (DiscoveryError, BotoCoreError) as exc:
         raise RolloutRefused(f"{exc}; no host was touched") from exc
-    log.fleet(f"LB-01 is {fleet.lb.name} ({fleet.lb.instance_id}); "
-              f"{len(fleet.app_hosts)} app host(s)")
+    log.fleet("load balancer(s): "
+              + ", ".join(f"{lb.name} ({lb.instance_id})" for lb in fleet.lbs)
+              + f"; {len(fleet.app_hosts)} app host(s)")
     runner = SsmRunner(ssm, comment=f"rolling update of {args.environment}")
     # A lease outlives one batch at its slowest; the holder renews it before every batch.
     ttl = (options.drain_seconds + options.command_timeout + 3 * options.health_timeout
            + 300)
     engine = RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
                            host_adapter=SsmHostAdapter(runner),
-                           lb=CaddyAdmin(SsmAdminTransport(runner, fleet.lb)),
+                           lb=[CaddyAdmin(SsmAdminTransport(runner, lb), name=lb.name,
+                                          probe_source=lb.private_ip) for lb in fleet.lbs],
                            lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
                            options=options, log=log)
     if not args.image_parameter:

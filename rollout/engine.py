@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from . import contract
@@ -107,13 +107,19 @@ class RollingUpdate:
     """Runs one rollout (or one upstream sync) over a fleet; ``run()`` returns the report."""
 
     def __init__(self, *, environment: str, hosts: Sequence[AppHost], host_adapter: HostAdapter,
-                 lb: CaddyAdmin, lock: RolloutLock, options: RolloutOptions, log: StepLog,
+                 lb: CaddyAdmin | Sequence[CaddyAdmin], lock: RolloutLock,
+                 options: RolloutOptions, log: StepLog,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         ordered = sorted(hosts, key=lambda h: natural_key(h.name))
         self.environment = environment
         self.adapter = host_adapter
-        self.lb = lb
+        # Every load balancer in front of the app hosts: a host is out only once every one has
+        # taken it out, and back only once every one has put it back.
+        self.lbs = list(lb) if isinstance(lb, (list, tuple)) else [lb]
+        self.sources = tuple(getattr(b, "probe_source", None) for b in self.lbs)
+        if len(self.sources) > 1 and None in self.sources:
+            self.sources = (None,) * len(self.sources)
         self.lock = lock
         self.options = options
         self.log = log
@@ -137,13 +143,17 @@ class RollingUpdate:
         if not self.hosts:
             raise RolloutRefused(f"no app hosts found for environment {self.environment!r}")
         opts = self.options
-        self.log.fleet(f"reading Caddy's upstream pool at {self.lb.describe()}")
-        try:
-            self.pool = self.lb.pool()
-        except LoadBalancerError as exc:
-            raise RolloutRefused(f"{exc}; no host was touched") from exc
+        self.pools = []
+        for lb in self.lbs:
+            self.log.fleet(f"reading Caddy's upstream pool at {lb.describe()}")
+            try:
+                self.pools.append(lb.pool())
+            except LoadBalancerError as exc:
+                raise RolloutRefused(f"{exc}; no host was touched") from exc
+        self.pool = _combined(self.pools)
         self.log.fleet(
-            f"{len(self.pool.dials)} upstreams in Caddy; health probe every "
+            f"{len(self.pool.dials)} upstreams in {len(self.lbs)} Caddy load balancer(s); "
+            f"health probe every "
             f"{self.pool.interval:g}s, out after {self.pool.fails} failed, back after "
             f"{self.pool.passes} passed")
         if not opts.dry_run:
@@ -162,7 +172,7 @@ class RollingUpdate:
 
     def _run_locked(self) -> RolloutReport:
         opts = self.options
-        members = set(self.pool.dials)
+        members = set.intersection(*(set(p.dials) for p in self.pools))
         for h in self.hosts:
             h.member = h.host.upstream in members
         self._read_statuses(self.hosts)
@@ -317,26 +327,34 @@ class RollingUpdate:
         if leaving:
             self._wait_leaving_idle([u["dial"] for u in leaving])
 
-        kept = [u for u in self.pool.upstreams if u["dial"] in wanted]
         kept_serving = [h for h in self.hosts if h.member and h.status and h.status.healthy
                         and not h.status.drained]
-        if leaving and not kept_serving and not ready:
+        keep_all = bool(leaving and not kept_serving and not ready)
+        if keep_all:
             self.log.fleet("refusing to remove upstreams: no healthy host would be left")
-            kept = list(self.pool.upstreams)
             leaving = []
-        new_list = kept + [{"dial": h.host.upstream} for h in ready]
-        if [u["dial"] for u in new_list] == self.pool.dials:
-            return
-        try:
-            self.lb.set_upstreams(new_list)
-        except LoadBalancerError as exc:
-            self.log.fleet(f"could not update Caddy's upstreams: {exc}")
+        failure = None
+        # One config change per load balancer, none where its list is already right.
+        for index, (lb, pool) in enumerate(zip(self.lbs, self.pools)):
+            kept = [u for u in pool.upstreams if keep_all or u["dial"] in wanted]
+            present = {u["dial"] for u in kept}
+            new_list = kept + [{"dial": h.host.upstream} for h in ready
+                               if h.host.upstream not in present]
+            if [u["dial"] for u in new_list] == pool.dials:
+                continue
+            try:
+                lb.set_upstreams(new_list)
+            except LoadBalancerError as exc:
+                self.log.fleet(f"could not update the upstreams of {lb.name}: {exc}")
+                failure = failure or exc
+                continue
+            self.log.fleet(f"{lb.name} now has {len(new_list)} upstreams (one config change)")
+            self.pools[index] = replace(pool, upstreams=tuple(new_list))
+        self.pool = _combined(self.pools)
+        if failure:
             for h in ready:
-                h.row.result, h.row.ok = f"not joined: {exc}", False
+                h.row.result, h.row.ok = f"not joined: {failure}", False
             return
-        self.log.fleet(f"Caddy now has {len(new_list)} upstreams (one config change)")
-        self.pool = UpstreamPool(tuple(new_list), self.pool.interval, self.pool.timeout,
-                                 self.pool.passes, self.pool.fails, self.pool.health_port)
         for u in leaving:
             self.extra_rows.append(HostRow(u["dial"], result="left the LB"))
         for h in ready:
@@ -370,7 +388,7 @@ class RollingUpdate:
         busy = dials
         while True:
             try:
-                counts = self.lb.in_flight()
+                counts = self._in_flight()
             except LoadBalancerError as exc:
                 self.log.fleet(f"warning: cannot read requests in flight ({exc})")
                 return
@@ -415,7 +433,7 @@ class RollingUpdate:
     def _serving(self, view) -> bool:
         """Caddy's latest probe of a host, recent enough, found it up and not drained."""
         max_age = self.pool.interval * 2 + self.pool.timeout + self.options.lb_slack
-        return isinstance(view, ProbeView) and view.serving(max_age)
+        return isinstance(view, ProbeView) and view.serving(max_age, self.sources)
 
     def _batch_refusal(self, batch: list[_Host], where: str) -> str | None:
         """Why ``batch`` must not be drained now, or None.
@@ -634,7 +652,8 @@ class RollingUpdate:
         return True
 
     def _confirm_lb(self, h: _Host, answer: int, probes: int) -> bool:
-        """Wait until the health agent has given Caddy ``probes`` consecutive ``answer``s."""
+        """Wait until the health agent has given every Caddy ``probes`` consecutive
+        ``answer``s."""
         pool = self.pool
         deadline = self.clock() + pool.probe_window(probes) + self.options.lb_slack
         max_age = pool.interval * 2 + pool.timeout + self.options.lb_slack
@@ -643,10 +662,9 @@ class RollingUpdate:
         while True:
             try:
                 view: ProbeView = self.adapter.probe_view(h.host)
-                if view.confirms(answer, probes, max_age):
+                if view.confirms(answer, probes, max_age, self.sources):
                     return True
-                last = (f"{view.answer} x{view.streak}, {view.age}s ago" if view.answer
-                        else "no probe yet")
+                last = view.describe(self.sources)
             except (HostUnreachable, ContractError) as exc:
                 last = str(exc)
             if self.clock() >= deadline:
@@ -655,11 +673,19 @@ class RollingUpdate:
                 return False
             self.sleep(poll)
 
+    def _in_flight(self) -> dict[str, int]:
+        """Requests being proxied right now per upstream, over every load balancer."""
+        counts: dict[str, int] = {}
+        for lb in self.lbs:
+            for dial, count in lb.in_flight().items():
+                counts[dial] = counts.get(dial, 0) + count
+        return counts
+
     def _wait_in_flight_done(self, h: _Host) -> None:
         deadline = self.clock() + max(self.options.drain_seconds, 1.0)
         while True:
             try:
-                count = self.lb.in_flight().get(h.host.upstream, 0)
+                count = self._in_flight().get(h.host.upstream, 0)
             except LoadBalancerError as exc:
                 self._host_log(h, f"warning: cannot read requests in flight ({exc})")
                 return
@@ -703,3 +729,14 @@ class RollingUpdate:
             summary = "; ".join(parts)
         return RolloutReport(environment=self.environment, image=self.options.image,
                              rows=rows, ok=ok, summary=summary, dry_run=self.options.dry_run)
+
+
+def _combined(pools: list[UpstreamPool]) -> UpstreamPool:
+    """Every load balancer's upstreams, with the slowest health timing among them."""
+    upstreams: dict[str, dict] = {}
+    for pool in pools:
+        for upstream in pool.upstreams:
+            upstreams.setdefault(upstream["dial"], upstream)
+    return UpstreamPool(tuple(upstreams.values()), max(p.interval for p in pools),
+                        max(p.timeout for p in pools), max(p.passes for p in pools),
+                        max(p.fails for p in pools), pools[0].health_port)

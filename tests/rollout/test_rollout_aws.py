@@ -71,14 +71,16 @@ def test_discovers_lb_and_running_app_hosts_of_one_environment(ec2):
     assert first.health_url == "http://10.0.2.21:5001/health"
 
 
-def test_discovery_requires_exactly_one_running_lb(ec2):
+def test_discovery_requires_a_running_lb_and_finds_every_one(ec2):
     launch(ec2, "production-APP-1", "app")
     with pytest.raises(DiscoveryError, match="no running instance tagged .*Role=lb"):
         discover(ec2, "production")
-    launch(ec2, "production-LB-01", "lb")
-    launch(ec2, "production-LB-02", "lb")
-    with pytest.raises(DiscoveryError, match="more than one running Role=lb"):
-        discover(ec2, "production")
+    second = launch(ec2, "production-LB-02", "lb", ip="10.0.2.6")
+    first = launch(ec2, "production-LB-01", "lb", ip="10.0.2.5")
+    fleet = discover(ec2, "production")
+    assert [(lb.instance_id, lb.name, lb.private_ip) for lb in fleet.lbs] == [
+        (first, "production-LB-01", "10.0.2.5"), (second, "production-LB-02", "10.0.2.6")]
+    assert fleet.lb.instance_id == first
 
 
 def test_hosts_sharing_a_name_tag_stay_distinguishable(ec2):

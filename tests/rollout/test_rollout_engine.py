@@ -500,3 +500,39 @@ def test_a_host_outside_the_batch_that_comes_back_lets_the_rollout_resume():
     assert report.ok, out.getvalue()
     assert "resuming: APP-3 serving again" in out.getvalue()
     assert set(images(fleet).values()) == {NEW}
+
+
+# --- several load balancers ----------------------------------------------------------------
+
+def two_lbs(fleet, **second):
+    fleet.sources = ("10.0.1.10", "10.0.1.11")
+    dials = [h.upstream for h in fleet.hosts.values()]
+    return [FakeLB(dials, name="LB-01", probe_source="10.0.1.10"),
+            FakeLB(dials, name="LB-02", probe_source="10.0.1.11", **second)]
+
+
+def test_every_load_balancer_must_take_the_host_out_before_its_app_is_touched():
+    hosts = make_hosts(3)
+    hosts[0].source_answers = {"10.0.1.11": 200}   # LB-02 keeps sending APP-1 requests
+    fleet = FakeFleet(hosts)
+    update, out = engine(fleet, lb=two_lbs(fleet))
+    report = update.run()
+    assert not report.ok
+    assert [a[0] for _, a in fleet.mutating("APP-1")] == ["drain", "undrain"]
+    assert "10.0.1.10: 503 x5, 0.1s ago, 10.0.1.11: 200 x5, 0.1s ago" in out.getvalue()
+    assert report.rows[0].result.startswith("not updated: Caddy never saw the drain")
+
+
+def test_a_fleet_behind_two_load_balancers_is_updated_and_both_follow_membership():
+    hosts = make_hosts(4)
+    fleet = FakeFleet(hosts)
+    lbs = two_lbs(fleet)
+    lbs[1].upstreams = lbs[1].upstreams[:3]          # LB-02 does not know APP-4 yet
+    update, out = engine(fleet, lb=lbs)
+    report = update.run()
+    assert report.ok, out.getvalue()
+    assert set(images(fleet).values()) == {NEW}
+    assert lbs[0].set_calls == []
+    assert [[u["dial"] for u in call] for call in lbs[1].set_calls] == [
+        [h.upstream for h in hosts]]
+    assert "LB-02 now has 4 upstreams (one config change)" in out.getvalue()
