@@ -59,6 +59,8 @@ class Fleet:
 
     lbs: tuple[LoadBalancerHost, ...]
     app_hosts: tuple[AppHost, ...]
+    # Every running host of the environment, app hosts and LBs included: (name, instance ID).
+    every_host: tuple[tuple[str, str], ...] = ()
 
     @property
     def lb(self) -> LoadBalancerHost:
@@ -71,7 +73,6 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
     """Find the running load balancers and app hosts of ``environment`` by their tags."""
     filters = [
         {"Name": "tag:Environment", "Values": [environment]},
-        {"Name": "tag:Role", "Values": ["app", "lb"]},
         {"Name": "instance-state-name", "Values": ["running"]},
     ]
     try:
@@ -83,6 +84,7 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
     lbs: list[LoadBalancerHost] = []
     apps: list[AppHost] = []
     names: dict[str, int] = {}
+    every: list[tuple[str, str]] = []
     for instance in instances:
         if instance.get("State", {}).get("Name") != "running":
             continue
@@ -92,6 +94,7 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
         instance_id = instance["InstanceId"]
         name = tags.get("Name") or instance_id
         ip = instance.get("PrivateIpAddress")
+        every.append((name, instance_id))
         if tags.get("Role") == "lb":
             lbs.append(LoadBalancerHost(instance_id, name, ip))
         elif tags.get("Role") == "app":
@@ -110,7 +113,8 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
             if names[h.name] > 1 else h for h in apps]
     apps.sort(key=lambda h: natural_key(h.name))
     lbs.sort(key=lambda lb: natural_key(lb.name))
-    return Fleet(lbs=tuple(lbs), app_hosts=tuple(apps))
+    every.sort(key=lambda host: natural_key(host[0]))
+    return Fleet(lbs=tuple(lbs), app_hosts=tuple(apps), every_host=tuple(every))
 
 
 class SsmRunner:

@@ -137,6 +137,11 @@ def build_parser() -> OneLineParser:
                         help="AWS mode: SSM parameter that records the image once every host "
                              "serves it, read by APP hosts at first boot (default: the "
                              "environment's, from its configuration)")
+    parser.add_argument("--ready-timeout", type=_number(float, 0, 3600, "seconds"),
+                        default=1500.0,
+                        help="AWS mode: seconds to wait, before the first step, for every host "
+                             "to be online in SSM with its first boot done and for Caddy's "
+                             "admin API to answer on every LB (default 1500)")
     parser.add_argument("--break-lock", action="store_true",
                         help="AWS mode: take the rollout lease even if another run holds it "
                              "(only when that run is known to be dead)")
@@ -287,6 +292,7 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog):
 
     from .aws import DiscoveryError, SsmAdminTransport, SsmHostAdapter, SsmRunner, discover
     from .aws import lease_lock, record_deployed_image
+    from .readiness import Instance, NotReady, ReadinessWait
 
     try:
         session = boto3.session.Session(region_name=args.region)
@@ -299,13 +305,20 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog):
               + ", ".join(f"{lb.name} ({lb.instance_id})" for lb in fleet.lbs)
               + f"; {len(fleet.app_hosts)} app host(s)")
     runner = SsmRunner(ssm, comment=f"rolling update of {args.environment}")
+    admins = [CaddyAdmin(SsmAdminTransport(runner, lb), name=lb.name, probe_source=lb.private_ip)
+              for lb in fleet.lbs]
+    if not args.dry_run:
+        try:
+            ReadinessWait(ssm, runner, log, timeout=args.ready_timeout).wait(
+                [Instance(name, instance_id) for name, instance_id in fleet.every_host], admins)
+        except NotReady as exc:
+            raise RolloutRefused(f"{exc}; no host was touched") from exc
     # A lease outlives one batch at its slowest; the holder renews it before every batch.
     ttl = (options.drain_seconds + options.command_timeout + 3 * options.health_timeout
            + 300)
     engine = RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
                            host_adapter=SsmHostAdapter(runner),
-                           lb=[CaddyAdmin(SsmAdminTransport(runner, lb), name=lb.name,
-                                          probe_source=lb.private_ip) for lb in fleet.lbs],
+                           lb=admins,
                            lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
                            options=options, log=log)
     if not args.image_parameter:
