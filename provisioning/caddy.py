@@ -67,6 +67,7 @@ def caddy_config(
     admin_listen: str = "localhost:2019",
     listen: Sequence[str] | None = None,
     acme_email: str | None = None,
+    source_address: str | None = None,
 ) -> dict:
     """Build the Caddy JSON config for LB-01.
 
@@ -86,6 +87,9 @@ def caddy_config(
         listen: override the server's listen addresses (tests use ``["127.0.0.1:PORT"]``);
             default ``[":443"]`` with a domain, ``[":80"]`` without.
         acme_email: contact address given to the ACME CA (domain mode only).
+        source_address: the address Caddy dials app hosts and probes them from; default the
+            system's choice (on AWS the LB's private IP, which is how a health agent tells
+            load balancers apart). The local lab gives each of its Caddys its own.
 
     Returns:
         A JSON-serialisable dict, ready for ``json.dump``.
@@ -143,6 +147,9 @@ def caddy_config(
         # failing fast leaves try_duration time to find another one.
         "transport": {"protocol": "http", "dial_timeout": "1s"},
     }
+    if source_address is not None:
+        ipaddress.ip_address(source_address)
+        proxy["transport"]["local_address"] = source_address
 
     route: dict = {"handle": [proxy], "terminal": True}
     if domain:

@@ -277,7 +277,8 @@ def _local_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
         raise InventoryError(f"--inventory {args.inventory} is for environment "
                              f"{inventory.environment!r}, not --environment "
                              f"{args.environment!r}")
-    lb = CaddyAdmin(HttpAdminTransport(inventory.caddy_admin), inventory.upstreams_id)
+    lb = [CaddyAdmin(HttpAdminTransport(b.admin), b.upstreams_id, name=b.name,
+                     probe_source=b.probe_source) for b in inventory.load_balancers]
     return RollingUpdate(environment=args.environment, hosts=inventory.hosts,
                          host_adapter=LocalHostAdapter(), lb=lb,
                          lock=FileLock(inventory.lock_path(args.environment)),

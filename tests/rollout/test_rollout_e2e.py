@@ -2,6 +2,7 @@
 (each with the real health agent and the local app-deploy), and keep-alive clients that never
 retry, sending GET and POST requests with bodies for the whole rollout. Not one request may
 fail."""
+import io
 import json
 import os
 import queue
@@ -13,10 +14,18 @@ import threading
 import time
 from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
 
+from rollout.aws import record_deployed_image
+from rollout.caddy_admin import CaddyAdmin, HttpAdminTransport
 from rollout.lab.fleet import LocalFleet, free_port, http_get, running
 from rollout.lab.load import LoadGenerator
+from rollout.model import CommandResult
+from rollout.readiness import Instance, ReadinessWait
+from rollout.report import StepLog
 from tests import tools
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +46,8 @@ def lab(tmp_path):
     fleets = []
 
     def make(size=4, **options):
-        fleet = LocalFleet(tmp_path / f"lab-{len(fleets)}", size, image=V1, caddy=caddy,
+        options.setdefault("image", V1)
+        fleet = LocalFleet(tmp_path / f"lab-{len(fleets)}", size, caddy=caddy,
                            health_interval="200ms", app_startup=0.1, **options)
         fleets.append(fleet)
         fleet.start()
@@ -234,3 +244,71 @@ def test_the_lab_fleet_stops_every_process_cleanly_on_sigterm(tmp_path):
         # The agent's own SIGTERM handler ran: it was not killed after the stop grace.
         assert "health-agent: stopped" in (workdir / host / "agent.log").read_text()
     assert not [pid for pid in children if running(pid)], "a child outlived the fleet"
+
+
+def test_behind_two_load_balancers_each_one_drains_the_host_before_its_app_stops(lab):
+    fleet = lab(size=4, load_balancers=2)
+    loads = [LoadGenerator("127.0.0.1", port, clients=CLIENTS) for port in fleet.http_ports]
+    for load in loads:
+        load.start()
+    try:
+        for load in loads:
+            traffic_flowing(load)
+        done = rolling_update(fleet, "--image", V2)
+        for load in loads:
+            traffic_flowing(load)
+    finally:
+        for load in loads:
+            load.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 Caddy load balancer(s)" in done.stdout
+    assert fleet.images() == {f"APP-{n}": V2 for n in range(1, 5)}
+    for load in loads:
+        assert_no_request_lost(load)
+        assert set(load.stats.versions) == {V1, V2}
+
+
+def test_first_deploy_rehearsal_on_a_brand_new_environment(lab, tmp_path):
+    """The deploy job against a fresh environment: hosts still booting and not yet in SSM,
+    nothing serving, the image the pipeline just built. It converges with every host on that
+    image, records it for hosts created later, and loses no request once a host serves."""
+    built = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/webapp/app:3f2c1d0"
+    fleet = lab(size=3, image=None)
+    assert all(s["image"] is None and not s["healthy"] for s in fleet.statuses().values())
+    assert http_get("127.0.0.1", fleet.http_port, "/", timeout=15)[0] in (502, 503)
+    hosts = [Instance("lab-LB-01", "i-00000000000000001")] + [
+        Instance(f"lab-{h.name}", f"i-0000000000000000{n + 2}")
+        for n, h in enumerate(fleet.hosts)]
+    ids = [h.instance_id for h in hosts]
+    ssm = boto3.client("ssm", region_name="eu-west-1")
+    log = io.StringIO()
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        # The deploy job's first call: hosts register with SSM one after another.
+        with Stubber(ssm) as stub:
+            for registered in ([], ids[:1], ids[:3], ids):
+                stub.add_response("describe_instance_information", {"InstanceInformationList": [
+                    {"InstanceId": i, "PingStatus": "Online"} for i in registered]})
+            ReadinessWait(ssm, BootDone(), StepLog(log), poll=0.05, timeout=30).wait(
+                hosts, [CaddyAdmin(HttpAdminTransport(f"127.0.0.1:{fleet.admin_port}"))])
+        done = rolling_update(fleet, "--image", built, timeout=300)
+        finished = time.monotonic()
+        traffic_flowing(load)
+    assert "lab-APP-3 (i-00000000000000004): online in SSM" in log.getvalue()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet.images() == {h.name: built for h in fleet.hosts}
+    stats = load.stats
+    assert stats.first_answered_sent_at is not None
+    assert stats.failed_since_first_answer() == 0, stats.failures[-5:]
+    assert set(stats.versions_after(finished)) == {built}
+    with mock_aws():
+        recorder = boto3.client("ssm", region_name="eu-west-1")
+        assert record_deployed_image(recorder, "/webapp/lab/app/image", built) is None
+        assert recorder.get_parameter(Name="/webapp/lab/app/image")["Parameter"]["Value"] == \
+            built
+
+
+class BootDone:
+    """SSM Run Command on hosts whose first boot has finished."""
+
+    def run(self, instance_id, script, timeout):
+        return CommandResult(0, "boot done \n")
