@@ -203,7 +203,7 @@ class LocalFleet:
     def stop(self) -> None:
         processes = [p for p in self.caddys + [h.agent for h in self.hosts] if p]
         for host in self.hosts:
-            pid = self._app_pid(host)
+            pid = self.app_pid(host)
             if pid:
                 _signal(pid, signal.SIGTERM)
         for process in processes:
@@ -217,7 +217,7 @@ class LocalFleet:
                 process.wait(5)
         deadline = time.monotonic() + 5
         for host in self.hosts:
-            pid = self._app_pid(host)
+            pid = self.app_pid(host)
             while pid and running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
             if pid and running(pid):
@@ -356,7 +356,7 @@ class LocalFleet:
         return [sys.executable, str(ROLLING_UPDATE), "--inventory", str(self.inventory_path),
                 "--environment", ENVIRONMENT, *args]
 
-    def _app_pid(self, host: LabHost) -> int | None:
+    def app_pid(self, host: LabHost) -> int | None:
         try:
             return json.loads((host.state_dir / "state.json").read_text()).get("pid")
         except (OSError, ValueError):

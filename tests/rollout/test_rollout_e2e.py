@@ -312,3 +312,28 @@ class BootDone:
 
     def run(self, instance_id, script, timeout):
         return CommandResult(0, "boot done \n")
+
+
+def test_an_app_host_killed_outside_the_batch_stops_the_rollout_and_is_named(lab):
+    """What a new user tried: kill APP-4's app while APP-1 is being updated. The rollout
+    must notice, wait for it, stop, and never call APP-4 updated."""
+    fleet = lab(size=4)
+    first, victim = fleet.hosts[0], fleet.hosts[3]
+    process = subprocess.Popen(fleet.rollout_argv(*FAST, "--image", V2, "--health-timeout", "3"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: V2 in fleet.commands(first), timeout=60, what="APP-1's deploy")
+        os.kill(fleet.app_pid(victim), signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, out + err
+    assert "pausing before batch 2 of 4: APP-4 stopped serving, outside any batch" in out
+    row = next(line for line in out.splitlines() if line.startswith("APP-4 "))
+    assert "stopped serving during the rollout, outside its batch" in row
+    assert "updated" not in row
+    # Nothing else was taken out while APP-4 was down; APP-1 keeps the new image.
+    assert fleet.commands(fleet.hosts[1]).count("drain") == 0
+    assert fleet.commands(fleet.hosts[2]).count("drain") == 0
+    assert fleet.images()["APP-1"] == V2
