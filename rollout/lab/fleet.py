@@ -392,19 +392,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="A real Caddy and N app hosts on loopback, until Ctrl-C.")
     parser.add_argument("--hosts", type=int, default=4, help="number of app hosts (default 4)")
+    parser.add_argument("--load-balancers", type=int, default=1,
+                        help="number of Caddy load balancers (default 1)")
     parser.add_argument("--workdir", type=Path, help="state and logs (default: a temp dir)")
     args = parser.parse_args(argv)
     if not 1 <= args.hosts <= 50:
         print("error: --hosts: give a number from 1 to 50", file=sys.stderr)
+        return 2
+    if not 1 <= args.load_balancers <= 9:
+        print("error: --load-balancers: give a number from 1 to 9", file=sys.stderr)
         return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rollout-lab-"))
     # SIGTERM unwinds like Ctrl-C, so that the fleet is stopped by the same path.
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)
     try:
-        with LocalFleet(workdir, args.hosts, caddy=caddy_binary(),
-                        health_interval="1s") as fleet:
-            print(f"load balancer: http://127.0.0.1:{fleet.http_port}/\n"
+        with LocalFleet(workdir, args.hosts, caddy=caddy_binary(), health_interval="1s",
+                        load_balancers=args.load_balancers) as fleet:
+            addresses = " ".join(f"http://127.0.0.1:{port}/" for port in fleet.http_ports)
+            print(f"load balancer: {addresses}\n"
                   f"inventory:     {fleet.inventory_path}\n"
                   f"try:           python scripts/rolling_update.py --inventory "
                   f"{fleet.inventory_path} --environment {ENVIRONMENT} "
