@@ -13,15 +13,13 @@ GET /agent (read by the rolling update, never by Caddy):
     one JSON object telling what the load balancer has been told recently::
 
         {"drained": true, "probe": {"answer": 503, "streak": 3, "age": 0.4}, "probes": 812,
-         "probers": {"10.0.1.10": {"answer": 503, "streak": 2, "age": 0.4}, ...}}
+         "probers": {"10.0.1.10": {"answer": 503, "streak": 2, "age": 0.4}}}
 
-    ``answer`` is the status given to the latest /health request, ``streak`` how many
-    consecutive /health requests got that same answer, ``age`` the seconds since then;
-    ``probers`` the same per source address, one per load balancer. Once the streak of 503
-    of every load balancer reaches Caddy's ``fails`` setting after the switch was set, every
-    Caddy has taken the host out; once the streak of 200 reaches ``passes`` after the switch
-    was cleared, every one has put it back. Only the load balancers may reach port 5001
-    (SG-APP), so every /health request counts as an LB probe.
+    ``answer``: the status given to the latest /health request, ``streak``: how many in a
+    row got it, ``age``: seconds since; ``probers``: the same per source address (one per
+    load balancer). A streak of 503 reaching Caddy's ``fails`` after the switch was set means
+    that Caddy took the host out; of 200 reaching ``passes``, put it back. Only the load
+    balancers reach port 5001 (SG-APP): every /health request is an LB probe.
 
 Keep ``--app-timeout`` below Caddy's health check timeout so that Caddy always gets an answer.
 """
@@ -41,7 +39,7 @@ from urllib.parse import urlsplit
 
 HEALTHY, UNHEALTHY = 200, 503
 APP_BODY_LIMIT = 64 * 1024
-# Load balancers are few; a replaced one leaves a stale entry, the oldest goes first.
+# A replaced load balancer leaves a stale entry: the oldest goes first.
 MAX_PROBERS = 16
 
 

@@ -198,7 +198,7 @@ def test_first_boot_falls_back_to_the_configured_image(first_boot):
 def test_first_boot_with_no_image_at_all_waits_for_the_rollout(first_boot):
     result, started = first_boot()
     assert result.returncode == 0 and started == []
-    assert "the next rolling update starts the app" in result.stdout
+    assert "no image yet: the next rolling update starts the app" in result.stdout
 
 
 def test_first_boot_fails_when_ssm_cannot_be_asked(first_boot):
