@@ -17,12 +17,11 @@ batch of 25 %, and prints per run:
 Targets: 0 failed requests; under 1 s of overhead per host; with 25 % batches the total
 follows the number of batches (4), not the number of hosts.
 
-    python benchmarks/rollout.py [--sizes 4 8 16] [--batches 1 25%] [--caddy /usr/bin/caddy]
+    python benchmarks/rollout.py [--sizes 4 8 16] [--batches 1 25%] [--caddy PATH]
 """
 import argparse
 import math
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from rollout.batching import BatchSize  # noqa: E402
-from rollout.lab.fleet import LocalFleet  # noqa: E402
+from rollout.lab.fleet import LocalFleet, caddy_binary  # noqa: E402
 from rollout.lab.load import LoadGenerator  # noqa: E402
 
 
@@ -50,7 +49,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--check-interval", type=float, default=0.1)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s per client")
-    parser.add_argument("--caddy", default=shutil.which("caddy") or "caddy")
+    parser.add_argument("--caddy", default=caddy_binary(),
+                        help="Caddy binary (default: the one of requirements-dev.txt)")
     return parser.parse_args()
 
 

@@ -23,9 +23,7 @@ client connections and loses requests of clients that do not retry.
 
 Caddy versions:
 
-* ``passes`` / ``fails`` on the active health check need Caddy >= 2.8.0 and are omitted with
-  ``legacy_caddy=True`` (Debian's 2.6.2, used by the tests, rejects unknown fields); 2.6.2
-  behaves as passes = fails = 1.
+* ``passes`` / ``fails`` on the active health check need Caddy >= 2.8.0.
 * Caddy 2.10.0 to 2.11.1 ignore the health check ``port`` and probe the app port instead
   (caddyserver/caddy#7524, fixed in 2.11.2): the drain switch would then have no effect.
 * Before 2.11.2 a request with a body cannot be retried on another upstream after a failed
@@ -69,7 +67,7 @@ def caddy_config(
     admin_listen: str = "localhost:2019",
     listen: Sequence[str] | None = None,
     acme_email: str | None = None,
-    legacy_caddy: bool = False,
+    source_address: str | None = None,
 ) -> dict:
     """Build the Caddy JSON config for LB-01.
 
@@ -81,8 +79,7 @@ def caddy_config(
         health_uri: path the active health check requests.
         health_interval, health_timeout: Caddy durations (``"2s"``, ``"250ms"``). Keep the
             agent's own app-check timeout below ``health_timeout``.
-        health_passes, health_fails: consecutive probes to mark a host up / down (Caddy >= 2.8;
-            dropped with ``legacy_caddy``).
+        health_passes, health_fails: consecutive probes to mark a host up / down.
         try_duration, try_interval: how long a request keeps looking for another upstream when
             its dial fails.
         admin_listen: admin API address; must be a loopback address (the admin API is never
@@ -90,7 +87,9 @@ def caddy_config(
         listen: override the server's listen addresses (tests use ``["127.0.0.1:PORT"]``);
             default ``[":443"]`` with a domain, ``[":80"]`` without.
         acme_email: contact address given to the ACME CA (domain mode only).
-        legacy_caddy: omit what Caddy 2.6.2 cannot parse (the tests run Debian's 2.6.2).
+        source_address: the address Caddy dials app hosts and probes them from; default the
+            system's choice (on AWS the LB's private IP, which is how a health agent tells
+            load balancers apart). The local lab gives each of its Caddys its own.
 
     Returns:
         A JSON-serialisable dict, ready for ``json.dump``.
@@ -123,11 +122,9 @@ def caddy_config(
         # The agent answers exactly 200 or 503; anything else means something else answered.
         "expect_status": 200,
         "max_size": 4096,
+        "passes": health_passes,
+        "fails": health_fails,
     }
-    if not legacy_caddy:
-        # Caddy >= 2.8.0.
-        active["passes"] = health_passes
-        active["fails"] = health_fails
 
     proxy = {
         "@id": UPSTREAMS_ID,
@@ -150,6 +147,9 @@ def caddy_config(
         # failing fast leaves try_duration time to find another one.
         "transport": {"protocol": "http", "dial_timeout": "1s"},
     }
+    if source_address is not None:
+        ipaddress.ip_address(source_address)
+        proxy["transport"]["local_address"] = source_address
 
     route: dict = {"handle": [proxy], "terminal": True}
     if domain:

@@ -1,4 +1,5 @@
-"""SSM Parameter Store names of the secrets the hosts generate for themselves.
+"""SSM Parameter Store names of the secrets the hosts generate for themselves, and of the
+image the rolling update deployed.
 
 No secret is ever in user data, in the synthesized Terraform or in its state: the host that
 owns a secret creates it at first boot as a SecureString (``ssm-parameter ensure``), and the
@@ -28,3 +29,9 @@ def filebeat_password(settings: Settings) -> str:
 def elastic_password(settings: Settings) -> str:
     """The password of Elasticsearch's ``elastic`` superuser, for logging in to Kibana."""
     return f"{log_secrets_prefix(settings)}/elastic-password"
+
+
+def deployed_image(settings: Settings) -> str:
+    """The app image the last successful rolling update deployed (a String, not a secret):
+    written by the deploy workflow's rollout, read by an APP host at its first boot."""
+    return f"/{settings.project}/{settings.environment}/app/image"

@@ -65,18 +65,14 @@ def drain_seconds() -> int:
     return HEALTH_INTERVAL_SECONDS * HEALTH_FAILS + HEALTH_TIMEOUT_SECONDS + IN_FLIGHT_SECONDS
 
 
-def load_balancer_config(settings: Settings, *, legacy_caddy: bool = False) -> dict:
-    """LB-01's Caddy configuration: every APP host, checked through its health agent.
-
-    legacy_caddy: the same for Caddy 2.6.2 (Debian's, which the tests validate with); LB-01
-    itself runs images.CADDY_IMAGE.
-    """
+def load_balancer_config(settings: Settings) -> dict:
+    """LB-01's Caddy configuration: every APP host, checked through its health agent."""
     return caddy_config(
         [f"{address}:{APP_PORT}" for address in settings.private_ips("app")],
         domain=settings.domain, acme_email=settings.acme_email,
         health_port=HEALTH_AGENT_PORT, health_interval=f"{HEALTH_INTERVAL_SECONDS}s",
         health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
-        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN, legacy_caddy=legacy_caddy)
+        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN)
 
 
 def render(settings: Settings, role: str, host_name: str, *,
@@ -130,6 +126,7 @@ def _load_balancer(settings: Settings, config: CloudConfig) -> None:
 def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     _docker(config)
     config.add_script("/usr/local/bin/app-deploy", "app-deploy.sh")
+    config.add_script(f"{SCRIPTS}/app-first-boot", "app-first-boot.sh")
     config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
     config.add_script(f"{SCRIPTS}/registry-login", "registry_login.py")
     config.add_file("/usr/local/lib/health-agent/health_agent.py", file_text("health_agent.py"))
@@ -146,6 +143,8 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
         "DB_NAME": APP_DB_NAME,
         "DB_USER": APP_DB_USER,
         "DB_PASSWORD_PARAMETER": parameters.db_password(settings),
+        "DEPLOYED_IMAGE_PARAMETER": parameters.deployed_image(settings),
+        "CONFIGURED_IMAGE": settings.app.image or "",
         "AWS_REGION": settings.region,
     }))
     # Settings of the reference app that are not the platform's business; a user's own app
@@ -168,13 +167,12 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
     config.step("start-filebeat",
                 ["systemctl", "enable", "--now", "--no-block", "filebeat.service"])
-    # With no configured image the host waits for the rolling update, which deploys the
-    # image the pipeline built (in the project's ECR repository). app-deploy waits for
-    # DB-01's password itself; another attempt covers a registry that was briefly away.
-    if settings.app.image:
-        config.step("start-app", ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
-                                  f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-deploy",
-                                  settings.app.image], attempts=3, retry_seconds=60)
+    # The image the last rolling update deployed, else app.image, else none until the
+    # rolling update deploys the image the pipeline built. app-deploy waits for DB-01's
+    # password itself; another attempt covers a registry or SSM that was briefly away.
+    config.step("start-app", ["env", f"PASSWORD_WAIT_SECONDS={FIRST_BOOT_WAIT_SECONDS}",
+                              f"HEALTH_TIMEOUT={FIRST_BOOT_WAIT_SECONDS}", "app-first-boot"],
+                attempts=3, retry_seconds=60)
 
 
 def postgresql_conf(settings: Settings) -> str:

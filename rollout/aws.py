@@ -1,14 +1,16 @@
 """The fleet on AWS: found by EC2 tags, reached through SSM Run Command (no SSH anywhere).
 
 * Discovery: running instances tagged ``Environment=<env>`` with ``Role=app`` (the app hosts)
-  and ``Role=lb`` (LB-01, exactly one); their ``Name`` tag (``production-APP-1``) names them.
+  and ``Role=lb`` (the Caddy load balancers: LB-01, and LB-02 with high availability; every
+  one is handled); their ``Name`` tag (``production-APP-1``) names them.
 * Commands: ``AWS-RunShellScript`` through ``send_command``, then ``get_command_invocation``
   until the invocation ends. ``Success`` and ``Failed`` carry the script's exit status;
   ``TimedOut``, ``Cancelled``, an undeliverable command, or an invocation SSM never shows
   (``InvocationDoesNotExist`` past a grace period) become a ``CommandResult`` with ``error``
   set, which the engine treats as a failed step.
-* Caddy's admin API listens on LB-01's localhost only: requests to it are curl commands run on
-  LB-01 over SSM. The rollout lock is a lease file there too (``rollout.locking.LeaseLock``).
+* Caddy's admin API listens on each LB's localhost only: requests to it are curl commands run
+  on that LB over SSM. The rollout lock is a lease file on the first LB by name
+  (``rollout.locking.LeaseLock``).
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ class DiscoveryError(RuntimeError):
 
 @dataclass(frozen=True)
 class LoadBalancerHost:
-    """LB-01 as discovered."""
+    """A Caddy load balancer as discovered (its private IP is where its probes come from)."""
 
     instance_id: str
     name: str
@@ -53,18 +55,24 @@ class LoadBalancerHost:
 
 @dataclass(frozen=True)
 class Fleet:
-    """One environment's LB-01 and app hosts."""
+    """One environment's load balancers (in name order) and app hosts."""
 
-    lb: LoadBalancerHost
+    lbs: tuple[LoadBalancerHost, ...]
     app_hosts: tuple[AppHost, ...]
+    # Every running host of the environment, app hosts and LBs included: (name, instance ID).
+    every_host: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def lb(self) -> LoadBalancerHost:
+        """The first load balancer by name: it holds the rollout lock."""
+        return self.lbs[0]
 
 
 def discover(ec2, environment: str, *, app_port: int = APP_PORT,
              health_port: int = HEALTH_AGENT_PORT) -> Fleet:
-    """Find the running LB-01 and app hosts of ``environment`` by their tags."""
+    """Find the running load balancers and app hosts of ``environment`` by their tags."""
     filters = [
         {"Name": "tag:Environment", "Values": [environment]},
-        {"Name": "tag:Role", "Values": ["app", "lb"]},
         {"Name": "instance-state-name", "Values": ["running"]},
     ]
     try:
@@ -76,6 +84,7 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
     lbs: list[LoadBalancerHost] = []
     apps: list[AppHost] = []
     names: dict[str, int] = {}
+    every: list[tuple[str, str]] = []
     for instance in instances:
         if instance.get("State", {}).get("Name") != "running":
             continue
@@ -85,6 +94,7 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
         instance_id = instance["InstanceId"]
         name = tags.get("Name") or instance_id
         ip = instance.get("PrivateIpAddress")
+        every.append((name, instance_id))
         if tags.get("Role") == "lb":
             lbs.append(LoadBalancerHost(instance_id, name, ip))
         elif tags.get("Role") == "app":
@@ -95,14 +105,16 @@ def discover(ec2, environment: str, *, app_port: int = APP_PORT,
                                 health_url=f"http://{ip}:{health_port}/health"))
     if not lbs:
         raise DiscoveryError(f"no running instance tagged Environment={environment}, Role=lb")
-    if len(lbs) > 1:
-        found = ", ".join(f"{lb.name} ({lb.instance_id})" for lb in lbs)
-        raise DiscoveryError(f"more than one running Role=lb instance in {environment}: {found}")
+    missing = [f"{lb.name} ({lb.instance_id})" for lb in lbs if not lb.private_ip]
+    if missing:
+        raise DiscoveryError(f"load balancer {', '.join(missing)} has no private IP")
     # Two hosts with one Name tag would be indistinguishable in the report.
     apps = [AppHost(f"{h.name} ({h.instance_id})", h.upstream, h.health_url, (), h.instance_id)
             if names[h.name] > 1 else h for h in apps]
     apps.sort(key=lambda h: natural_key(h.name))
-    return Fleet(lb=lbs[0], app_hosts=tuple(apps))
+    lbs.sort(key=lambda lb: natural_key(lb.name))
+    every.sort(key=lambda host: natural_key(host[0]))
+    return Fleet(lbs=tuple(lbs), app_hosts=tuple(apps), every_host=tuple(every))
 
 
 class SsmRunner:
@@ -324,6 +336,21 @@ class SsmAdminTransport:
         if code == 0:
             raise LoadBalancerError(f"Caddy admin API unreachable ({self.describe()})")
         return code, text.rstrip("\n").encode()
+
+
+def record_deployed_image(ssm, name: str, image: str) -> str | None:
+    """Record ``image`` as the one every app host serves; return a problem, or None.
+
+    A plain String (an image reference is no secret), overwritten by each successful rollout;
+    APP hosts read it at their first boot (``app-first-boot``).
+    """
+    try:
+        ssm.put_parameter(Name=name, Value=image, Type="String", Overwrite=True,
+                          Description="App image of the last successful rolling update")
+    except (ClientError, BotoCoreError) as exc:
+        return (f"every host serves {image}, but it could not be recorded in {name} ({exc}): "
+                "hosts created later would start an older image; run the rollout again")
+    return None
 
 
 def lease_lock(runner: SsmRunner, lb: LoadBalancerHost, *, ttl: float,

@@ -99,12 +99,19 @@ class UpstreamPool:
 
 
 class CaddyAdmin:
-    """The few admin API calls a rollout needs."""
+    """The few admin API calls a rollout needs, on one load balancer.
+
+    ``name`` names it in the log; ``probe_source`` is the address its health probes come
+    from (its private IP on AWS), so that the rollout can tell which Caddy took a host out.
+    """
 
     def __init__(self, transport: AdminTransport,
-                 upstreams_id: str = DEFAULT_UPSTREAMS_ID) -> None:
+                 upstreams_id: str = DEFAULT_UPSTREAMS_ID, *, name: str = "LB-01",
+                 probe_source: str | None = None) -> None:
         self.transport = transport
         self.upstreams_id = upstreams_id
+        self.name = name
+        self.probe_source = probe_source
 
     def describe(self) -> str:
         return self.transport.describe()

@@ -13,9 +13,9 @@ import os
 import re
 import signal
 import sys
-from typing import TextIO
+from typing import Callable, TextIO
 
-from .batching import BatchSize
+from .batching import BatchSize, MinHealthy
 from .caddy_admin import CaddyAdmin, HttpAdminTransport
 from .engine import PlanError, RolloutOptions, RolloutRefused, RollingUpdate
 from .inventory import InventoryError, load_inventory
@@ -84,6 +84,13 @@ def batch_size(text: str) -> BatchSize:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def min_healthy(text: str) -> MinHealthy:
+    try:
+        return MinHealthy.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> OneLineParser:
     parser = OneLineParser(
         prog=PROG,
@@ -100,6 +107,10 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--batch-size", type=batch_size, default=BatchSize(1),
                         help="hosts updated at once: a number or a percentage of the fleet "
                              "(e.g. 2 or 25%%); default 1")
+    parser.add_argument("--min-healthy", type=min_healthy,
+                        help="hosts that must keep serving while a batch is out: a number or "
+                             "a percentage of the fleet; a batch that would go below it is not "
+                             "started (default: the fleet minus one batch)")
     parser.add_argument("--health-timeout", type=_number(float, 1, 3600, "seconds"),
                         default=120.0, help="seconds a new container may take to be healthy "
                                             "(default 120)")
@@ -120,14 +131,25 @@ def build_parser() -> OneLineParser:
                         help="when a host fails, do not roll back the hosts already updated")
     parser.add_argument("--inventory", metavar="FILE",
                         help="local mode: a YAML inventory (see rollout/inventory.py)")
-    parser.add_argument("--region", help="AWS mode: region (default: $AWS_REGION)")
+    parser.add_argument("--region", help="AWS mode: region (default: the environment's "
+                                         "configuration, else $AWS_REGION)")
+    parser.add_argument("--image-parameter", metavar="NAME",
+                        help="AWS mode: SSM parameter that records the image once every host "
+                             "serves it, read by APP hosts at first boot (default: the "
+                             "environment's, from its configuration)")
+    parser.add_argument("--ready-timeout", type=_number(float, 0, 3600, "seconds"),
+                        default=1500.0,
+                        help="AWS mode: seconds to wait, before the first step, for every host "
+                             "to be online in SSM with its first boot done and for Caddy's "
+                             "admin API to answer on every LB (default 1500)")
     parser.add_argument("--break-lock", action="store_true",
                         help="AWS mode: take the rollout lease even if another run holds it "
                              "(only when that run is known to be dead)")
     return parser
 
 
-def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, environ: dict,
+               configured: Callable[[str], dict] | None = None) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     if not args.environment.strip() or not re.match(r"^[A-Za-z0-9_.-]+$", args.environment):
         raise UsageError(f"argument --environment: {args.environment!r} is not an environment "
@@ -145,9 +167,14 @@ def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
     if args.inventory and args.break_lock:
         raise UsageError("argument --break-lock is for AWS mode; a local lock is released when "
                          "its holder dies")
+    if args.inventory and args.image_parameter:
+        raise UsageError("argument --image-parameter is for AWS mode; drop it, or drop "
+                         "--inventory")
     if not args.inventory:
-        args.region = args.region or environ.get("AWS_REGION") or environ.get(
-            "AWS_DEFAULT_REGION")
+        defaults = configured(args.environment) if configured else {}
+        args.image_parameter = args.image_parameter or defaults.get("image_parameter")
+        args.region = (args.region or defaults.get("region") or environ.get("AWS_REGION")
+                       or environ.get("AWS_DEFAULT_REGION"))
         if not args.region:
             raise UsageError("argument --region is required in AWS mode (or set AWS_REGION); "
                              "for local hosts give --inventory FILE")
@@ -155,27 +182,33 @@ def parse_args(argv: list[str] | None, environ: dict) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
-         environ: dict | None = None) -> int:
+         environ: dict | None = None, configured: Callable[[str], dict] | None = None) -> int:
+    """Run the command; ``configured(environment)`` gives AWS mode's defaults (``region``,
+    ``image_parameter``) from the environment's configuration, or raises ValueError."""
     out = stdout if stdout is not None else sys.stdout
     environ = dict(os.environ if environ is None else environ)
     try:
-        args = parse_args(argv, environ)
+        args = parse_args(argv, environ, configured)
     except UsageError as exc:
         return _error(f"{exc} (see --help)", EXIT_USAGE)
+    except ValueError as exc:
+        return _error(str(exc), EXIT_USAGE)
 
     options = RolloutOptions(
         image=None if args.sync_only else args.image, batch_size=args.batch_size,
+        min_healthy=args.min_healthy,
         health_timeout=args.health_timeout, drain_seconds=args.drain_seconds,
         healthy_checks=args.healthy_checks, check_interval=args.check_interval,
         keep_updated=args.keep_updated, dry_run=args.dry_run, sync_only=args.sync_only)
     if args.sync_only and args.image:
         print(f"{PROG}: note: --image is not used with --sync-only", file=out)
     log = StepLog(out)
+    record = None
     try:
         if args.inventory:
             engine = _local_engine(args, options, log)
         else:
-            engine = _aws_engine(args, options, log)
+            engine, record = _aws_engine(args, options, log)
     except InventoryError as exc:
         return _error(str(exc), EXIT_USAGE)
     except RolloutRefused as exc:
@@ -195,6 +228,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     finally:
         signal.signal(signal.SIGTERM, previous)
     _publish(report, out, environ)
+    if report.ok and record and not (args.dry_run or args.sync_only):
+        problem = record(args.image)
+        if problem:
+            return _error(problem, EXIT_FAILED)
+        print(f"{PROG}: recorded {args.image} in {args.image_parameter}: hosts created from "
+              "now on start it", file=out)
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -238,20 +277,23 @@ def _local_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
         raise InventoryError(f"--inventory {args.inventory} is for environment "
                              f"{inventory.environment!r}, not --environment "
                              f"{args.environment!r}")
-    lb = CaddyAdmin(HttpAdminTransport(inventory.caddy_admin), inventory.upstreams_id)
+    lb = [CaddyAdmin(HttpAdminTransport(b.admin), b.upstreams_id, name=b.name,
+                     probe_source=b.probe_source) for b in inventory.load_balancers]
     return RollingUpdate(environment=args.environment, hosts=inventory.hosts,
                          host_adapter=LocalHostAdapter(), lb=lb,
                          lock=FileLock(inventory.lock_path(args.environment)),
                          options=options, log=log)
 
 
-def _aws_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
+def _aws_engine(args, options: RolloutOptions, log: StepLog):
+    """The engine over SSM, and what records the image once the rollout succeeded."""
     # Imported here so that local runs work without AWS libraries configured.
     import boto3
     from botocore.exceptions import BotoCoreError
 
     from .aws import DiscoveryError, SsmAdminTransport, SsmHostAdapter, SsmRunner, discover
-    from .aws import lease_lock
+    from .aws import lease_lock, record_deployed_image
+    from .readiness import Instance, NotReady, ReadinessWait
 
     try:
         session = boto3.session.Session(region_name=args.region)
@@ -260,14 +302,26 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog) -> RollingUpdate:
         fleet = discover(ec2, args.environment)
     except (DiscoveryError, BotoCoreError) as exc:
         raise RolloutRefused(f"{exc}; no host was touched") from exc
-    log.fleet(f"LB-01 is {fleet.lb.name} ({fleet.lb.instance_id}); "
-              f"{len(fleet.app_hosts)} app host(s)")
+    log.fleet("load balancer(s): "
+              + ", ".join(f"{lb.name} ({lb.instance_id})" for lb in fleet.lbs)
+              + f"; {len(fleet.app_hosts)} app host(s)")
     runner = SsmRunner(ssm, comment=f"rolling update of {args.environment}")
+    admins = [CaddyAdmin(SsmAdminTransport(runner, lb), name=lb.name, probe_source=lb.private_ip)
+              for lb in fleet.lbs]
+    if not args.dry_run:
+        try:
+            ReadinessWait(ssm, runner, log, timeout=args.ready_timeout).wait(
+                [Instance(name, instance_id) for name, instance_id in fleet.every_host], admins)
+        except NotReady as exc:
+            raise RolloutRefused(f"{exc}; no host was touched") from exc
     # A lease outlives one batch at its slowest; the holder renews it before every batch.
     ttl = (options.drain_seconds + options.command_timeout + 3 * options.health_timeout
            + 300)
-    return RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
-                         host_adapter=SsmHostAdapter(runner),
-                         lb=CaddyAdmin(SsmAdminTransport(runner, fleet.lb)),
-                         lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
-                         options=options, log=log)
+    engine = RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
+                           host_adapter=SsmHostAdapter(runner),
+                           lb=admins,
+                           lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),
+                           options=options, log=log)
+    if not args.image_parameter:
+        return engine, None
+    return engine, lambda image: record_deployed_image(ssm, args.image_parameter, image)

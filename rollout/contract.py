@@ -117,30 +117,77 @@ class HostStatus:
 
 
 @dataclass(frozen=True)
+class Probe:
+    """The answers one load balancer (or all of them together) got lately."""
+
+    answer: int | None
+    streak: int
+    age: float | None
+
+    def confirms(self, answer: int, streak: int, max_age: float) -> bool:
+        """The last ``streak`` probes, the latest within ``max_age`` s, got ``answer``."""
+        return (self.answer == answer and self.streak >= streak
+                and self.age is not None and self.age <= max_age)
+
+
+@dataclass(frozen=True)
 class ProbeView:
-    """What a host's health agent last answered the load balancer (its ``/agent`` page)."""
+    """What a host's health agent last answered the load balancers (its ``/agent`` page).
+
+    ``answer``/``streak``/``age`` count every probe together; ``probers`` per source address
+    (one per load balancer).
+    """
 
     drained: bool
     answer: int | None
     streak: int
     age: float | None
+    probers: tuple[tuple[str, Probe], ...] = ()
 
     @classmethod
     def parse(cls, text: str) -> "ProbeView":
         try:
             data = json.loads(text)
             probe = data["probe"]
+            probers = tuple(sorted(
+                (str(source), Probe(p["answer"], int(p["streak"]), p["age"]))
+                for source, p in (data.get("probers") or {}).items()))
             return cls(drained=bool(data["drained"]), answer=probe["answer"],
-                       streak=int(probe["streak"]), age=probe["age"])
-        except (ValueError, KeyError, TypeError) as exc:
+                       streak=int(probe["streak"]), age=probe["age"], probers=probers)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ContractError(f"health agent /agent page is not what the agent serves: "
                                 f"{text[:120]!r}") from exc
 
-    def serving(self, max_age: float) -> bool:
-        """Caddy's latest probe, recent enough, found the host up and not drained."""
-        return not self.drained and self.confirms(200, 1, max_age)
+    def serving(self, max_age: float, sources: tuple[str | None, ...] = (None,)) -> bool:
+        """Every load balancer's latest probe, recent enough, found the host up and not
+        drained."""
+        return not self.drained and self.confirms(200, 1, max_age, sources)
 
-    def confirms(self, answer: int, streak: int, max_age: float) -> bool:
-        """True when the last ``streak`` probes, the latest within ``max_age`` s, got ``answer``."""
-        return (self.answer == answer and self.streak >= streak
-                and self.age is not None and self.age <= max_age)
+    def confirms(self, answer: int, streak: int, max_age: float,
+                 sources: tuple[str | None, ...] = (None,)) -> bool:
+        """The last ``streak`` probes of every load balancer got ``answer``, the latest
+        within ``max_age`` s.
+
+        ``sources``: each load balancer's probe address, None when unknown. One load
+        balancer of unknown address is judged on every probe together; otherwise each known
+        address must confirm, and as many distinct recent probers as load balancers must.
+        """
+        if len(sources) == 1 and sources[0] is None:
+            return Probe(self.answer, self.streak, self.age).confirms(answer, streak, max_age)
+        probers = dict(self.probers)
+        if not all(probers[s].confirms(answer, streak, max_age)
+                   for s in sources if s is not None and s in probers):
+            return False
+        if any(s is not None and s not in probers for s in sources):
+            return False
+        agreeing = [p for p in probers.values() if p.confirms(answer, streak, max_age)]
+        return len(agreeing) >= len(sources)
+
+    def describe(self, sources: tuple[str | None, ...] = (None,)) -> str:
+        """What the load balancers last got, for a log line."""
+        if len(sources) == 1 and sources[0] is None or not self.probers:
+            if not self.answer:
+                return "no probe yet"
+            return f"{self.answer} x{self.streak}, {self.age}s ago"
+        return ", ".join(f"{source}: {p.answer} x{p.streak}, {p.age}s ago"
+                         for source, p in self.probers)

@@ -8,10 +8,12 @@ A run, in order (no host is touched before step 3):
 4. reconcile Caddy's upstream list with the hosts that exist: hosts that joined are added once
    healthy, hosts that are gone are removed once they have no request in flight - one config
    change for all of them, none when nothing changed (``--sync-only`` stops here);
-5. skip hosts already on the image, split the others into batches, and for each batch, never
-   leaving the load balancer without a healthy host: drain -> confirm Caddy took the hosts out
-   -> ``app-deploy IMAGE`` -> N consecutive healthy checks -> undrain -> confirm Caddy put them
-   back;
+5. skip hosts already on the image, split the others into batches, and for each batch:
+   check capacity (a batch whose serving hosts would leave fewer than ``min_healthy`` serving
+   is not started, and never the last one; a fleet that serves nothing yet has nothing to
+   protect); pause if a host outside the batch stopped serving, and stop if it does not come
+   back in time; drain -> confirm Caddy took the hosts out -> ``app-deploy IMAGE`` -> N
+   consecutive healthy checks -> undrain -> confirm Caddy put them back;
 6. if a host fails: it goes back to its previous image and rejoins once healthy, the rollout
    stops, and the hosts it already updated are rolled back the same way (unless
    ``keep_updated``). The report says where every host ended.
@@ -22,11 +24,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from . import contract
-from .batching import BatchSize, make_batches
+from .batching import BatchSize, MinHealthy, make_batches
 from .caddy_admin import CaddyAdmin, LoadBalancerError, UpstreamPool
 from .contract import ContractError, HostStatus, ProbeView
 from .hosts import HostAdapter, HostUnreachable, in_parallel
@@ -52,6 +54,8 @@ class RolloutOptions:
 
     image: str | None
     batch_size: BatchSize = BatchSize(1)
+    # None: the fleet minus one batch (see MinHealthy).
+    min_healthy: MinHealthy | None = None
     health_timeout: float = 120.0
     drain_seconds: float = 10.0
     healthy_checks: int = 3
@@ -67,6 +71,9 @@ class RolloutOptions:
     # A host created by the apply that ran just before may still be running its user data
     # (Docker, image pull): it gets this long to become healthy and join.
     join_timeout: float = 900.0
+    # How long a host outside the batch that stopped serving is waited for before the
+    # rollout stops; None: health_timeout.
+    outside_wait: float | None = None
 
     def __post_init__(self) -> None:
         if not self.sync_only and not self.image:
@@ -91,6 +98,8 @@ class _Host:
     status: HostStatus | None = None
     status_error: str | None = None
     member: bool = True
+    # Served at the last look: if it stops while outside a batch, the rollout pauses.
+    expect_serving: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -98,13 +107,19 @@ class RollingUpdate:
     """Runs one rollout (or one upstream sync) over a fleet; ``run()`` returns the report."""
 
     def __init__(self, *, environment: str, hosts: Sequence[AppHost], host_adapter: HostAdapter,
-                 lb: CaddyAdmin, lock: RolloutLock, options: RolloutOptions, log: StepLog,
+                 lb: CaddyAdmin | Sequence[CaddyAdmin], lock: RolloutLock,
+                 options: RolloutOptions, log: StepLog,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         ordered = sorted(hosts, key=lambda h: natural_key(h.name))
         self.environment = environment
         self.adapter = host_adapter
-        self.lb = lb
+        # Every load balancer in front of the app hosts: a host is out only once every one has
+        # taken it out, and back only once every one has put it back.
+        self.lbs = list(lb) if isinstance(lb, (list, tuple)) else [lb]
+        self.sources = tuple(getattr(b, "probe_source", None) for b in self.lbs)
+        if len(self.sources) > 1 and None in self.sources:
+            self.sources = (None,) * len(self.sources)
         self.lock = lock
         self.options = options
         self.log = log
@@ -117,6 +132,9 @@ class RollingUpdate:
         self.extra_rows: list[HostRow] = []
         self.pool: UpstreamPool | None = None
         self.failure: str | None = None
+        self.per_batch = 1
+        # A host outside every batch stopped serving and did not come back.
+        self.outside_loss = False
         self._failure_lock = threading.Lock()
 
     # ----------------------------------------------------------------------------- the run
@@ -125,13 +143,17 @@ class RollingUpdate:
         if not self.hosts:
             raise RolloutRefused(f"no app hosts found for environment {self.environment!r}")
         opts = self.options
-        self.log.fleet(f"reading Caddy's upstream pool at {self.lb.describe()}")
-        try:
-            self.pool = self.lb.pool()
-        except LoadBalancerError as exc:
-            raise RolloutRefused(f"{exc}; no host was touched") from exc
+        self.pools = []
+        for lb in self.lbs:
+            self.log.fleet(f"reading Caddy's upstream pool at {lb.describe()}")
+            try:
+                self.pools.append(lb.pool())
+            except LoadBalancerError as exc:
+                raise RolloutRefused(f"{exc}; no host was touched") from exc
+        self.pool = _combined(self.pools)
         self.log.fleet(
-            f"{len(self.pool.dials)} upstreams in Caddy; health probe every "
+            f"{len(self.pool.dials)} upstreams in {len(self.lbs)} Caddy load balancer(s); "
+            f"health probe every "
             f"{self.pool.interval:g}s, out after {self.pool.fails} failed, back after "
             f"{self.pool.passes} passed")
         if not opts.dry_run:
@@ -150,7 +172,7 @@ class RollingUpdate:
 
     def _run_locked(self) -> RolloutReport:
         opts = self.options
-        members = set(self.pool.dials)
+        members = set.intersection(*(set(p.dials) for p in self.pools))
         for h in self.hosts:
             h.member = h.host.upstream in members
         self._read_statuses(self.hosts)
@@ -183,20 +205,26 @@ class RollingUpdate:
         batches = make_batches(todo, per_batch)
         plan = " | ".join(", ".join(h.host.name for h in b) for b in batches)
         self.log.fleet(f"plan: {len(todo)} of {self.total} hosts to {opts.image} in "
-                       f"{len(batches)} batch(es) of up to {per_batch}: {plan}")
+                       f"{len(batches)} batch(es) of up to {per_batch}, keeping at least "
+                       f"{self._min_healthy(len(serving))} serving: {plan}")
         if opts.dry_run:
             for h in todo:
                 h.row.result = "would update"
             return self._finish()
 
+        views = self.adapter.probe_views([h.host for h in serving])
+        for h in serving:
+            h.expect_serving = self._serving(views.get(h.host.name))
         updated = self._roll(batches, opts.image, label="batch")
         if self.failure:
             for h in todo:
                 if h.row.result == "not started":
                     h.row.result = "not started (rollout stopped)"
-            if updated and opts.keep_updated:
+            if updated and (opts.keep_updated or self.outside_loss):
+                why = ("--keep-updated" if opts.keep_updated else "rolling back would take "
+                       "more hosts out while capacity is short")
                 self.log.fleet(f"keeping {len(updated)} updated host(s) on {opts.image} "
-                               "(--keep-updated)")
+                               f"({why})")
                 for h in updated:
                     h.row.result = "updated (kept)"
             elif updated:
@@ -210,7 +238,11 @@ class RollingUpdate:
         # may really leave is decided again, on fresh statuses, before each batch.
         fleet = len(self.hosts)
         per_batch = self.options.batch_size.hosts(fleet)
+        self.per_batch = per_batch
         if self.options.sync_only or all(self._is_current(h) for h in self.hosts):
+            return per_batch
+        if not any(h.status and h.status.healthy and not h.status.drained for h in self.hosts):
+            # Nothing serves yet (a fresh environment): there is no capacity to protect.
             return per_batch
         if fleet < 2:
             raise PlanError(f"the fleet has {fleet} app host: it cannot be updated without "
@@ -219,7 +251,20 @@ class RollingUpdate:
             raise PlanError(f"--batch-size {self.options.batch_size} means {per_batch} of "
                             f"{fleet} hosts at once, leaving none to serve; use at most "
                             f"{fleet - 1} (or {100 * (fleet - 1) // fleet}%)")
+        room = fleet - per_batch
+        if self._min_healthy(fleet) > room:
+            raise PlanError(f"--min-healthy {self.options.min_healthy} means "
+                            f"{self._min_healthy(fleet)} "
+                            f"of {fleet} hosts must keep serving, which leaves no room for a "
+                            f"batch of {per_batch}; use at most {room} (or "
+                            f"{100 * room // fleet}%), or a smaller --batch-size")
         return per_batch
+
+    def _min_healthy(self, members: int) -> int:
+        """Hosts of the load balancer's ``members`` that must keep serving during a batch."""
+        if self.options.min_healthy:
+            return self.options.min_healthy.hosts(members)
+        return max(members - self.per_batch, 1)
 
     def _is_current(self, h: _Host) -> bool:
         s = h.status
@@ -282,26 +327,34 @@ class RollingUpdate:
         if leaving:
             self._wait_leaving_idle([u["dial"] for u in leaving])
 
-        kept = [u for u in self.pool.upstreams if u["dial"] in wanted]
         kept_serving = [h for h in self.hosts if h.member and h.status and h.status.healthy
                         and not h.status.drained]
-        if leaving and not kept_serving and not ready:
+        keep_all = bool(leaving and not kept_serving and not ready)
+        if keep_all:
             self.log.fleet("refusing to remove upstreams: no healthy host would be left")
-            kept = list(self.pool.upstreams)
             leaving = []
-        new_list = kept + [{"dial": h.host.upstream} for h in ready]
-        if [u["dial"] for u in new_list] == self.pool.dials:
-            return
-        try:
-            self.lb.set_upstreams(new_list)
-        except LoadBalancerError as exc:
-            self.log.fleet(f"could not update Caddy's upstreams: {exc}")
+        failure = None
+        # One config change per load balancer, none where its list is already right.
+        for index, (lb, pool) in enumerate(zip(self.lbs, self.pools)):
+            kept = [u for u in pool.upstreams if keep_all or u["dial"] in wanted]
+            present = {u["dial"] for u in kept}
+            new_list = kept + [{"dial": h.host.upstream} for h in ready
+                               if h.host.upstream not in present]
+            if [u["dial"] for u in new_list] == pool.dials:
+                continue
+            try:
+                lb.set_upstreams(new_list)
+            except LoadBalancerError as exc:
+                self.log.fleet(f"could not update the upstreams of {lb.name}: {exc}")
+                failure = failure or exc
+                continue
+            self.log.fleet(f"{lb.name} now has {len(new_list)} upstreams (one config change)")
+            self.pools[index] = replace(pool, upstreams=tuple(new_list))
+        self.pool = _combined(self.pools)
+        if failure:
             for h in ready:
-                h.row.result, h.row.ok = f"not joined: {exc}", False
+                h.row.result, h.row.ok = f"not joined: {failure}", False
             return
-        self.log.fleet(f"Caddy now has {len(new_list)} upstreams (one config change)")
-        self.pool = UpstreamPool(tuple(new_list), self.pool.interval, self.pool.timeout,
-                                 self.pool.passes, self.pool.fails, self.pool.health_port)
         for u in leaving:
             self.extra_rows.append(HostRow(u["dial"], result="left the LB"))
         for h in ready:
@@ -335,7 +388,7 @@ class RollingUpdate:
         busy = dials
         while True:
             try:
-                counts = self.lb.in_flight()
+                counts = self._in_flight()
             except LoadBalancerError as exc:
                 self.log.fleet(f"warning: cannot read requests in flight ({exc})")
                 return
@@ -355,7 +408,7 @@ class RollingUpdate:
         for number, batch in enumerate(batches, 1):
             where = f"{label} {number} of {len(batches)}"
             names = ", ".join(h.host.name for h in batch)
-            refusal = self._batch_refusal(batch)
+            refusal = self._batch_refusal(batch, where)
             if not refusal:
                 try:
                     self.lock.refresh()
@@ -370,25 +423,65 @@ class RollingUpdate:
             self.log.fleet(f"{where}: {names}")
             cycles = in_parallel(lambda h: self._cycle(h, image, where), batch)
             moved += [h for h, ok in zip(batch, cycles) if ok]
+            views = self.adapter.probe_views([h.host for h in batch])
+            for h in batch:
+                h.expect_serving = self._serving(views.get(h.host.name))
             if not all(cycles):
                 return moved
         return moved
 
-    def _batch_refusal(self, batch: list[_Host]) -> str | None:
+    def _serving(self, view) -> bool:
+        """Caddy's latest probe of a host, recent enough, found it up and not drained."""
+        max_age = self.pool.interval * 2 + self.pool.timeout + self.options.lb_slack
+        return isinstance(view, ProbeView) and view.serving(max_age, self.sources)
+
+    def _batch_refusal(self, batch: list[_Host], where: str) -> str | None:
         """Why ``batch`` must not be drained now, or None.
 
-        The rest of the fleet is judged as Caddy judges it, by the latest answers to its
-        probes. (The batch's own statuses are those read at the start, or after the host's
-        last step: nobody else changes hosts while the rollout holds the lock, and a host
-        that stopped answering fails its drain.)
+        The fleet is judged as Caddy judges it, by the latest answers to its probes. A host
+        outside the batch that served before and does not now pauses the rollout for up to
+        ``outside_wait`` seconds: nobody else should change hosts while the rollout holds the
+        lock, so it failed on its own, and draining more would stack two losses.
         """
-        others = [h for h in self.hosts if h.member and h not in batch]
-        views = self.adapter.probe_views([h.host for h in others]) if others else {}
-        max_age = self.pool.interval * 2 + self.pool.timeout + self.options.lb_slack
-        serving = [h for h in others if isinstance(views.get(h.host.name), ProbeView)
-                   and views[h.host.name].serving(max_age)]
+        opts = self.options
+        members = [h for h in self.hosts if h.member]
+        others = [h for h in members if h not in batch]
+        wait = opts.health_timeout if opts.outside_wait is None else opts.outside_wait
+        deadline = self.clock() + wait
+        paused: list[_Host] = []
+        while True:
+            views = self.adapter.probe_views([h.host for h in members]) if members else {}
+            lost = [h for h in others
+                    if h.expect_serving and not self._serving(views.get(h.host.name))]
+            if not lost:
+                break
+            names = ", ".join(h.host.name for h in lost)
+            if not paused:
+                self.log.fleet(f"pausing before {where}: {names} stopped serving, outside any "
+                               f"batch; waiting up to {wait:g}s for it to come back")
+            paused = lost
+            if self.clock() >= deadline:
+                self.outside_loss = True
+                for h in lost:
+                    h.row.ok = False
+                    h.notes.append("stopped serving during the rollout, outside its batch "
+                                   "(not touched by the rollout)")
+                return (f"{names} stopped serving outside the batch and did not come back "
+                        f"within {wait:g}s")
+            self.sleep(max(opts.check_interval, self.pool.interval))
+        if paused:
+            self.log.fleet(f"resuming: {', '.join(h.host.name for h in paused)} serving again")
+        serving = [h for h in others if self._serving(views.get(h.host.name))]
+        leaving = [h for h in batch if self._serving(views.get(h.host.name))]
+        if not leaving:
+            # The batch serves nobody: draining it costs no capacity (a fresh environment).
+            return None
         if not serving:
             return "draining it would leave no healthy host in the load balancer"
+        minimum = self._min_healthy(len(members))
+        if len(serving) < minimum:
+            return (f"draining it would leave {len(serving)} of {len(members)} hosts serving, "
+                    f"fewer than the minimum of {minimum} (--min-healthy)")
         return None
 
     def _cycle(self, h: _Host, image: str, where: str) -> bool:
@@ -559,7 +652,8 @@ class RollingUpdate:
         return True
 
     def _confirm_lb(self, h: _Host, answer: int, probes: int) -> bool:
-        """Wait until the health agent has given Caddy ``probes`` consecutive ``answer``s."""
+        """Wait until the health agent has given every Caddy ``probes`` consecutive
+        ``answer``s."""
         pool = self.pool
         deadline = self.clock() + pool.probe_window(probes) + self.options.lb_slack
         max_age = pool.interval * 2 + pool.timeout + self.options.lb_slack
@@ -568,10 +662,9 @@ class RollingUpdate:
         while True:
             try:
                 view: ProbeView = self.adapter.probe_view(h.host)
-                if view.confirms(answer, probes, max_age):
+                if view.confirms(answer, probes, max_age, self.sources):
                     return True
-                last = (f"{view.answer} x{view.streak}, {view.age}s ago" if view.answer
-                        else "no probe yet")
+                last = view.describe(self.sources)
             except (HostUnreachable, ContractError) as exc:
                 last = str(exc)
             if self.clock() >= deadline:
@@ -580,11 +673,19 @@ class RollingUpdate:
                 return False
             self.sleep(poll)
 
+    def _in_flight(self) -> dict[str, int]:
+        """Requests being proxied right now per upstream, over every load balancer."""
+        counts: dict[str, int] = {}
+        for lb in self.lbs:
+            for dial, count in lb.in_flight().items():
+                counts[dial] = counts.get(dial, 0) + count
+        return counts
+
     def _wait_in_flight_done(self, h: _Host) -> None:
         deadline = self.clock() + max(self.options.drain_seconds, 1.0)
         while True:
             try:
-                count = self.lb.in_flight().get(h.host.upstream, 0)
+                count = self._in_flight().get(h.host.upstream, 0)
             except LoadBalancerError as exc:
                 self._host_log(h, f"warning: cannot read requests in flight ({exc})")
                 return
@@ -628,3 +729,14 @@ class RollingUpdate:
             summary = "; ".join(parts)
         return RolloutReport(environment=self.environment, image=self.options.image,
                              rows=rows, ok=ok, summary=summary, dry_run=self.options.dry_run)
+
+
+def _combined(pools: list[UpstreamPool]) -> UpstreamPool:
+    """Every load balancer's upstreams, with the slowest health timing among them."""
+    upstreams: dict[str, dict] = {}
+    for pool in pools:
+        for upstream in pool.upstreams:
+            upstreams.setdefault(upstream["dial"], upstream)
+    return UpstreamPool(tuple(upstreams.values()), max(p.interval for p in pools),
+                        max(p.timeout for p in pools), max(p.passes for p in pools),
+                        max(p.fails for p in pools), pools[0].health_port)

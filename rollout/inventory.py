@@ -6,6 +6,14 @@ Used by the tests, the benchmark and developers (``--inventory FILE``)::
     caddy:
       admin: http://127.0.0.1:2019        # Caddy's admin API (required)
       upstreams_id: app-upstreams         # @id of the reverse_proxy handler (this default)
+    # or, with several load balancers, instead of ``caddy``:
+    load_balancers:
+      - name: LB-01                       # unique
+        admin: http://127.0.0.1:2019
+        upstreams_id: app-upstreams       # optional, this default
+        probe_source: 127.0.1.1           # optional: the address its health probes come
+                                          # from; without it, every LB is counted apart
+                                          # only by the number of distinct probers
     lock_file: /tmp/rollout-local.lock    # optional; default: one per environment and admin
                                           # address in the system's temp directory
     hosts:
@@ -39,8 +47,21 @@ from .caddy_admin import DEFAULT_UPSTREAMS_ID
 from .model import AppHost, natural_key
 
 _UPSTREAM = re.compile(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
-_TOP_KEYS = {"environment", "caddy", "lock_file", "hosts"}
+_TOP_KEYS = {"environment", "caddy", "load_balancers", "lock_file", "hosts"}
 _CADDY_KEYS = {"admin", "upstreams_id"}
+_LB_KEYS = {"name", "admin", "upstreams_id", "probe_source"}
+
+
+@dataclass(frozen=True)
+class LoadBalancer:
+    """One Caddy of a local inventory."""
+
+    name: str
+    admin: str
+    upstreams_id: str = DEFAULT_UPSTREAMS_ID
+    probe_source: str | None = None
+
+
 _HOST_KEYS = {"name", "upstream", "health_url", "deploy_command", "env"}
 
 
@@ -53,11 +74,18 @@ class Inventory:
     """A parsed local inventory."""
 
     path: str
-    caddy_admin: str
-    upstreams_id: str
+    load_balancers: tuple[LoadBalancer, ...]
     hosts: tuple[AppHost, ...]
     environment: str | None = None
     lock_file: str | None = None
+
+    @property
+    def caddy_admin(self) -> str:
+        return self.load_balancers[0].admin
+
+    @property
+    def upstreams_id(self) -> str:
+        return self.load_balancers[0].upstreams_id
 
     def lock_path(self, environment: str) -> str:
         if self.lock_file:
@@ -68,9 +96,12 @@ class Inventory:
 
 def load_inventory(path: str) -> Inventory:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_bytes().decode("utf-8")
     except OSError as exc:
         raise InventoryError(f"--inventory {path}: cannot read it ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise InventoryError(f"--inventory {path}: byte {exc.object[exc.start]:#04x} at offset "
+                             f"{exc.start} is not UTF-8; save the file as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -90,18 +121,27 @@ def parse_inventory(data: object, path: str = "<inventory>") -> Inventory:
     if unknown:
         raise fail(", ".join(sorted(unknown)), f"unknown key; allowed: {sorted(_TOP_KEYS)}")
 
-    caddy = data.get("caddy")
-    if not isinstance(caddy, dict) or not isinstance(caddy.get("admin"), str):
-        raise fail("caddy.admin", "required, e.g. 'http://127.0.0.1:2019'")
-    unknown = set(caddy) - _CADDY_KEYS
-    if unknown:
-        raise fail(f"caddy.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(_CADDY_KEYS)}")
-    admin = urlsplit(caddy["admin"] if "://" in caddy["admin"] else f"http://{caddy['admin']}")
-    if admin.scheme != "http" or not admin.hostname or not admin.port:
-        raise fail("caddy.admin", f"must look like http://127.0.0.1:2019, got {caddy['admin']!r}")
-    upstreams_id = caddy.get("upstreams_id", DEFAULT_UPSTREAMS_ID)
-    if not isinstance(upstreams_id, str) or not upstreams_id:
-        raise fail("caddy.upstreams_id", "must be a non-empty string")
+    if "caddy" in data and "load_balancers" in data:
+        raise fail("load_balancers", "give either caddy (one load balancer) or "
+                                     "load_balancers, not both")
+    if "load_balancers" not in data:
+        caddy = data.get("caddy")
+        if not isinstance(caddy, dict) or not isinstance(caddy.get("admin"), str):
+            raise fail("caddy.admin", "required, e.g. 'http://127.0.0.1:2019'")
+        unknown = set(caddy) - _CADDY_KEYS
+        if unknown:
+            raise fail(f"caddy.{sorted(unknown)[0]}",
+                       f"unknown key; allowed: {sorted(_CADDY_KEYS)}")
+        balancers = [_parse_lb({"name": "LB-01", **caddy}, "caddy", fail)]
+    else:
+        raw = data["load_balancers"]
+        if not isinstance(raw, list) or not raw:
+            raise fail("load_balancers", "must be a non-empty list of {name, admin}")
+        balancers = [_parse_lb(b, f"load_balancers[{i}]", fail) for i, b in enumerate(raw)]
+        for attribute in ("name", "admin"):
+            values = [getattr(b, attribute) for b in balancers]
+            if len(set(values)) != len(values):
+                raise fail(f"load_balancers.{attribute}", "each must be unique")
 
     raw_hosts = data.get("hosts")
     if not isinstance(raw_hosts, list) or not raw_hosts:
@@ -121,9 +161,32 @@ def parse_inventory(data: object, path: str = "<inventory>") -> Inventory:
     lock_file = data.get("lock_file")
     if lock_file is not None and not isinstance(lock_file, str):
         raise fail("lock_file", "must be a file path")
-    return Inventory(path=path, caddy_admin=caddy["admin"], upstreams_id=upstreams_id,
+    return Inventory(path=path, load_balancers=tuple(balancers),
                      hosts=tuple(sorted(hosts, key=lambda h: natural_key(h.name))),
                      environment=environment, lock_file=lock_file)
+
+
+def _parse_lb(raw: object, where: str, fail) -> LoadBalancer:
+    if not isinstance(raw, dict):
+        raise fail(where, "must be a mapping with name and admin")
+    unknown = set(raw) - _LB_KEYS
+    if unknown:
+        raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(_LB_KEYS)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise fail(f"{where}.name", "required, e.g. 'LB-01'")
+    if not isinstance(raw.get("admin"), str):
+        raise fail(f"{where}.admin", "required, e.g. 'http://127.0.0.1:2019'")
+    admin = urlsplit(raw["admin"] if "://" in raw["admin"] else f"http://{raw['admin']}")
+    if admin.scheme != "http" or not admin.hostname or not admin.port:
+        raise fail(f"{where}.admin", f"must look like http://127.0.0.1:2019, got {raw['admin']!r}")
+    upstreams_id = raw.get("upstreams_id", DEFAULT_UPSTREAMS_ID)
+    if not isinstance(upstreams_id, str) or not upstreams_id:
+        raise fail(f"{where}.upstreams_id", "must be a non-empty string")
+    source = raw.get("probe_source")
+    if source is not None and not isinstance(source, str):
+        raise fail(f"{where}.probe_source", "must be an IP address, e.g. '127.0.1.1'")
+    return LoadBalancer(name, raw["admin"], upstreams_id, source)
 
 
 def _parse_host(raw: object, where: str, fail) -> AppHost:

@@ -16,5 +16,19 @@ if REPO_ROOT not in sys.path:
 
 from rollout.cli import main  # noqa: E402  (needs the path above)
 
+
+def configured(environment: str) -> dict:
+    """AWS mode's defaults from ``config/<environment>.yaml``: its region and the SSM
+    parameter that records the deployed image."""
+    from core.settings import ConfigError, load_environment
+    from provisioning.parameters import deployed_image
+
+    try:
+        settings = load_environment(environment)
+    except ConfigError as error:
+        raise ValueError(error.problems[0]) from None
+    return {"region": settings.region, "image_parameter": deployed_image(settings)}
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(configured=configured))

@@ -108,8 +108,10 @@ def _permissions(settings: Settings, role: str) -> list[dict]:
         return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
                  "resources": arns(f"{parameters.log_secrets_prefix(settings)}/*")}]
     if role == "app":
-        # The app's database password, and Filebeat's password for Elasticsearch.
+        # The app's database password, Filebeat's password for Elasticsearch, and the image
+        # the last rolling update deployed (read at first boot; only the pipeline writes it).
         return [{"actions": ["ssm:GetParameter"],
                  "resources": arns(parameters.db_password(settings),
-                                   parameters.filebeat_password(settings))}]
+                                   parameters.filebeat_password(settings),
+                                   parameters.deployed_image(settings))}]
     return []

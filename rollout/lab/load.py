@@ -29,6 +29,14 @@ class LoadStats:
     versions: Counter = field(default_factory=Counter)
     posts: int = 0
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    # When each failed request, and the first answered one, was sent (monotonic seconds).
+    failed_sent_at: list[float] = field(default_factory=list)
+    first_answered_sent_at: float | None = None
+
+    def failed_since_first_answer(self) -> int:
+        """Requests sent after the first one answered that failed: a fresh site's losses."""
+        start = self.first_answered_sent_at
+        return 0 if start is None else sum(t >= start for t in self.failed_sent_at)
 
     def versions_after(self, moment: float) -> Counter:
         return Counter(v for t, v in self.timeline if t >= moment)
@@ -88,6 +96,7 @@ class LoadGenerator:
                 with self._lock:
                     self.stats.connections += 1
             post = sequence % 2 == 0
+            sent_at = time.monotonic()
             body = os.urandom(rng.randint(*self.body_bytes)) if post else None
             data = b""
             try:
@@ -106,7 +115,7 @@ class LoadGenerator:
                 problem = f"{'POST' if post else 'GET'}: {exc.__class__.__name__}: {exc}"
                 conn.close()
                 conn = None
-            self._count(problem, data, post)
+            self._count(problem, data, post, sent_at)
 
     def _check(self, status: int, data: bytes, body: bytes | None) -> str | None:
         if status != 200:
@@ -119,15 +128,20 @@ class LoadGenerator:
             return "POST: body not echoed intact"
         return None
 
-    def _count(self, problem: str | None, data: bytes | None, post: bool) -> None:
+    def _count(self, problem: str | None, data: bytes | None, post: bool,
+               sent_at: float) -> None:
         version = json.loads(data).get("version", "?") if problem is None else None
         with self._lock:
             self.stats.sent += 1
             self.stats.posts += int(post)
             if problem:
                 self.stats.failed += 1
+                self.stats.failed_sent_at.append(sent_at)
                 if len(self.stats.failures) < 50:
                     self.stats.failures.append(problem)
             else:
+                if (self.stats.first_answered_sent_at is None
+                        or sent_at < self.stats.first_answered_sent_at):
+                    self.stats.first_answered_sent_at = sent_at
                 self.stats.versions[version] += 1
                 self.stats.timeline.append((time.monotonic(), version))

@@ -241,7 +241,8 @@ def test_each_secret_is_written_by_its_owner_and_read_by_its_users(production):
     app_reads = next(d for k, d in documents.items() if k.startswith("app-identity"))
     (statement,) = [s for s in app_reads["statement"] if s["actions"] == ["ssm:GetParameter"]]
     assert [r.rsplit(":parameter", 1)[1] for r in statement["resources"]] == [
-        "/webapp/production/db/password", "/webapp/production/logs/filebeat-password"]
+        "/webapp/production/db/password", "/webapp/production/logs/filebeat-password",
+        "/webapp/production/app/image"]
 
 
 def test_testing_api_sees_the_same_architecture():

@@ -16,7 +16,8 @@ PYTHON_SCRIPTS = sorted(FILES_DIR.glob("*.py"))
 
 def test_the_scripts_are_all_there():
     assert {p.name for p in SHELL_SCRIPTS} == {
-        "app-deploy.sh", "boot-step.sh", "db-backup.sh", "db-setup.sh", "install-packages.sh",
+        "app-deploy.sh", "app-first-boot.sh", "boot-step.sh", "db-backup.sh", "db-setup.sh",
+        "install-packages.sh",
         "log-stack.sh", "nfs-volume.sh", "pull-images.sh"}
 
 
@@ -153,3 +154,54 @@ def test_the_health_agent_embedded_in_user_data_accepts_the_flags_its_unit_passe
 
     for flag in ("--port", "--drain-file", "--app-health-url", "--app-timeout"):
         assert flag in result.stdout
+
+
+# --- app-first-boot ------------------------------------------------------------------------
+
+DEPLOYED = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/webapp/app:3f2c1d0"
+
+
+@pytest.fixture
+def first_boot(tmp_path, clean_env):
+    """app-first-boot with an ssm-parameter answering PARAMETER_ANSWER and a recording
+    app-deploy."""
+    calls = tmp_path / "app-deploy.calls"
+    ssm = fake_command(tmp_path, "ssm-parameter", """
+case ${PARAMETER_ANSWER:-missing} in
+    missing) echo "ssm-parameter: cannot get $2: ParameterNotFound" >&2; exit 1 ;;
+    denied) echo "ssm-parameter: cannot get $2: AccessDeniedException" >&2; exit 3 ;;
+    *) echo "$PARAMETER_ANSWER" ;;
+esac
+""")
+    deploy = fake_command(tmp_path, "app-deploy", f'echo "$*" >> "{calls}"\n')
+    env = {**clean_env, "SSM_PARAMETER": str(ssm), "APP_DEPLOY": str(deploy),
+           "APP_DEPLOY_CONFIG": str(tmp_path / "none"),
+           "DEPLOYED_IMAGE_PARAMETER": "/webapp/production/app/image"}
+
+    def run(**extra):
+        result = run_script("app-first-boot.sh", env={**env, **extra})
+        started = calls.read_text().splitlines() if calls.exists() else []
+        return result, started
+    return run
+
+
+def test_first_boot_starts_the_image_the_last_rollout_deployed(first_boot):
+    result, started = first_boot(PARAMETER_ANSWER=DEPLOYED, CONFIGURED_IMAGE="app:old")
+    assert result.returncode == 0 and started == [DEPLOYED]
+
+
+def test_first_boot_falls_back_to_the_configured_image(first_boot):
+    result, started = first_boot(CONFIGURED_IMAGE="registry.example.com/app:1.0")
+    assert result.returncode == 0 and started == ["registry.example.com/app:1.0"]
+
+
+def test_first_boot_with_no_image_at_all_waits_for_the_rollout(first_boot):
+    result, started = first_boot()
+    assert result.returncode == 0 and started == []
+    assert "no image yet: the next rolling update starts the app" in result.stdout
+
+
+def test_first_boot_fails_when_ssm_cannot_be_asked(first_boot):
+    result, started = first_boot(PARAMETER_ANSWER="denied", CONFIGURED_IMAGE="app:1")
+    assert result.returncode == 1 and started == []
+    assert "AccessDeniedException" in result.stderr

@@ -177,8 +177,10 @@ def test_each_secret_is_written_by_its_owner_and_read_by_its_users(stack_json):
                ("ssm:GetParameter", "/webapp/production/db/password")},
         "log": {("ssm:PutParameter", "/webapp/production/logs/*"),
                 ("ssm:GetParameter", "/webapp/production/logs/*")},
+        # The deployed image: read at first boot, written only by the pipeline's rollout.
         "app": {("ssm:GetParameter", "/webapp/production/db/password"),
-                ("ssm:GetParameter", "/webapp/production/logs/filebeat-password")},
+                ("ssm:GetParameter", "/webapp/production/logs/filebeat-password"),
+                ("ssm:GetParameter", "/webapp/production/app/image")},
     }
 
 

@@ -20,6 +20,7 @@ from core.settings import ROLES, load_environment
 from provisioning import images, logging_stack, parameters, user_data
 from provisioning.caddy import MINIMUM_CADDY_VERSION, UPSTREAMS_ID
 from provisioning.cloud_config import CloudConfig, env_file, file_text
+from tests import tools
 from tests.tools import require_tool
 from tests.provisioning.conftest import (VOLUME_ID, boot_step_files, boot_steps, render_host,
                                          written_file)
@@ -35,6 +36,7 @@ EMBEDDED = {
     "/usr/local/sbin/install-packages": "install-packages.sh",
     "/usr/local/sbin/pull-images": "pull-images.sh",
     "/usr/local/bin/app-deploy": "app-deploy.sh",
+    "/usr/local/sbin/app-first-boot": "app-first-boot.sh",
     "/usr/local/sbin/ssm-parameter": "ssm_parameter.py",
     "/usr/local/sbin/registry-login": "registry_login.py",
     "/usr/local/lib/health-agent/health_agent.py": "health_agent.py",
@@ -51,7 +53,8 @@ ROLE_FILES = {
            "/etc/docker/daemon.json", "/etc/caddy/caddy.json"},
     "app": {"/usr/local/sbin/install-packages", "/usr/local/sbin/pull-images",
             "/etc/docker/daemon.json", "/usr/local/bin/app-deploy",
-            "/usr/local/sbin/ssm-parameter", "/usr/local/sbin/registry-login",
+            "/usr/local/sbin/app-first-boot", "/usr/local/sbin/ssm-parameter",
+            "/usr/local/sbin/registry-login",
             "/usr/local/lib/health-agent/health_agent.py",
             "/usr/local/lib/platform/load-defaults.sh",
             "/etc/tmpfiles.d/app.conf", "/etc/app/deploy.env", "/etc/app/app.env",
@@ -234,12 +237,12 @@ def test_caddy_runs_from_the_pinned_image_with_its_config_and_admin_on_localhost
 
 @pytest.mark.parametrize("domain", [None, "app.example.com"])
 def test_caddy_validates_the_load_balancer_config(production, tmp_path, domain):
-    """With Debian's Caddy 2.6.2: the same config minus the fields that need >= 2.8."""
-    caddy = require_tool("caddy")
+    """With the Caddy LB-01 runs, the very configuration it gets."""
+    caddy = tools.caddy()
     settings = production.model_copy(update={"domain": domain,
                                              "acme_email": "ops@example.com"})
     config = tmp_path / "caddy.json"
-    config.write_text(json.dumps(user_data.load_balancer_config(settings, legacy_caddy=True)))
+    config.write_text(json.dumps(user_data.load_balancer_config(settings)))
 
     result = subprocess.run([caddy, "validate", "--config", str(config)], capture_output=True,
                             text=True, timeout=60)
@@ -266,16 +269,21 @@ def test_app_deploy_settings_match_the_load_balancers_health_checks(cloud_config
         "10.0.2.10", "5432", "app", "app")
     assert deploy["DB_PASSWORD_PARAMETER"] == "/webapp/production/db/password"
     assert deploy["AWS_REGION"] == "eu-west-1"
+    assert deploy["DEPLOYED_IMAGE_PARAMETER"] == "/webapp/production/app/image"
+    assert deploy["CONFIGURED_IMAGE"] == ""
 
 
-def test_the_app_starts_at_first_boot_from_the_configured_image(production):
+def test_the_app_starts_at_first_boot_from_the_deployed_else_the_configured_image(production):
     image = "registry.example.com/team/app:1.4.2"
     settings = production.model_copy(update={
         "app": production.app.model_copy(update={"image": image})})
-    steps = boot_steps(yaml.safe_load(render_host(settings, "APP-1")))
+    config = yaml.safe_load(render_host(settings, "APP-1"))
+    steps = boot_steps(config)
 
     assert steps[-1] == ["env", "PASSWORD_WAIT_SECONDS=1800", "HEALTH_TIMEOUT=1800",
-                         "app-deploy", image]
+                         "app-first-boot"]
+    deploy = env_values(written_file(config, "/etc/app/deploy.env")["content"])
+    assert deploy["CONFIGURED_IMAGE"] == image
     assert ["systemctl", "enable", "--now", "health-agent.service"] in steps
     assert steps.index(["systemctl", "enable", "--now", "health-agent.service"]) < len(
         steps) - 1
@@ -284,7 +292,7 @@ def test_the_app_starts_at_first_boot_from_the_configured_image(production):
 def test_without_a_configured_image_the_host_waits_for_the_rolling_update(cloud_configs,
                                                                           production):
     """The shipped configuration: the pipeline's rollout starts the image it pushed to ECR;
-    a first boot never tries to pull an image that was never built."""
+    a first boot never tries to pull an image that was never built (app-first-boot)."""
     assert production.app.image is None
     assert not any("app-deploy" in command for command in boot_steps(cloud_configs["app"]))
     written_file(cloud_configs["app"], "/usr/local/sbin/registry-login")

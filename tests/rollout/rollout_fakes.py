@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from rollout import contract
 from rollout.caddy_admin import LoadBalancerError, UpstreamPool
-from rollout.contract import ProbeView
+from rollout.contract import Probe, ProbeView
 from rollout.engine import RolloutOptions, RollingUpdate
 from rollout.hosts import HostUnreachable
 from rollout.locking import LockError
@@ -40,6 +40,8 @@ class FakeHost:
     status_fails: bool = False
     # healthy answers given by a new container before it starts failing (a flapping image)
     flapping: dict = field(default_factory=dict)
+    # probe source -> the answer that load balancer keeps getting whatever the state
+    source_answers: dict = field(default_factory=dict)
 
     def answer(self) -> int:
         if self.forced_answer is not None:
@@ -60,6 +62,8 @@ class FakeFleet:
         self.max_drained = 0
         self.serving_when_drained: list[int] = []
         self.envs: list[dict] = []
+        # The load balancers' probe addresses: each gets its own entry in the agent's view.
+        self.sources: tuple[str, ...] = ()
 
     def app_hosts(self) -> list[AppHost]:
         return [AppHost(name=h.name, upstream=h.upstream,
@@ -132,14 +136,18 @@ class FakeFleet:
         h = self.hosts[host.name]
         if h.status_fails:
             raise HostUnreachable(f"{host.name} unreachable")
-        return ProbeView(drained=h.drained, answer=h.answer(), streak=5, age=0.1)
+        probers = tuple((source, Probe(h.source_answers.get(source, h.answer()), 5, 0.1))
+                        for source in self.sources)
+        return ProbeView(drained=h.drained, answer=h.answer(), streak=5, age=0.1,
+                         probers=probers)
 
 
 class FakeLB:
     """Caddy's admin API as the engine sees it."""
 
     def __init__(self, dials: list[str], *, reachable: bool = True, passes: int = 1,
-                 fails: int = 1) -> None:
+                 fails: int = 1, name: str = "LB-01", probe_source: str | None = None) -> None:
+        self.name, self.probe_source = name, probe_source
         self.upstreams = [{"dial": d} for d in dials]
         self.reachable = reachable
         self.passes, self.fails = passes, fails

@@ -11,7 +11,8 @@ from moto import mock_aws
 from rollout_fakes import fake_http_server
 
 from rollout.aws import (DiscoveryError, LoadBalancerHost, SsmAdminTransport, SsmHostAdapter,
-                         SsmRunner, discover, lease_lock, shell_command)
+                         SsmRunner, discover, lease_lock, record_deployed_image,
+                         shell_command)
 from rollout.caddy_admin import CaddyAdmin, LoadBalancerError
 from rollout.hosts import HostUnreachable
 from rollout.locking import LockError
@@ -70,14 +71,16 @@ def test_discovers_lb_and_running_app_hosts_of_one_environment(ec2):
     assert first.health_url == "http://10.0.2.21:5001/health"
 
 
-def test_discovery_requires_exactly_one_running_lb(ec2):
+def test_discovery_requires_a_running_lb_and_finds_every_one(ec2):
     launch(ec2, "production-APP-1", "app")
     with pytest.raises(DiscoveryError, match="no running instance tagged .*Role=lb"):
         discover(ec2, "production")
-    launch(ec2, "production-LB-01", "lb")
-    launch(ec2, "production-LB-02", "lb")
-    with pytest.raises(DiscoveryError, match="more than one running Role=lb"):
-        discover(ec2, "production")
+    second = launch(ec2, "production-LB-02", "lb", ip="10.0.2.6")
+    first = launch(ec2, "production-LB-01", "lb", ip="10.0.2.5")
+    fleet = discover(ec2, "production")
+    assert [(lb.instance_id, lb.name, lb.private_ip) for lb in fleet.lbs] == [
+        (first, "production-LB-01", "10.0.2.5"), (second, "production-LB-02", "10.0.2.6")]
+    assert fleet.lb.instance_id == first
 
 
 def test_hosts_sharing_a_name_tag_stay_distinguishable(ec2):
@@ -392,3 +395,27 @@ def test_lease_of_a_dead_run_lapses_or_is_broken(tmp_path):
     forced.acquire()                          # --break-lock
     with pytest.raises(LockError, match="lost"):
         successor.refresh()
+
+
+# ------------------------------------------------------------------------ deployed image
+
+def test_the_deployed_image_is_recorded_for_hosts_created_later():
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name=REGION)
+        name = "/webapp/production/app/image"
+        assert record_deployed_image(ssm, name, "repo/app:1") is None
+        assert record_deployed_image(ssm, name, "repo/app:2") is None
+        parameter = ssm.get_parameter(Name=name)["Parameter"]
+    assert (parameter["Value"], parameter["Type"], parameter["Version"]) == (
+        "repo/app:2", "String", 2)
+
+
+def test_an_image_that_cannot_be_recorded_is_a_problem_naming_it():
+    ssm = boto3.client("ssm", region_name=REGION)
+    with Stubber(ssm) as stub:
+        stub.add_client_error("put_parameter", "AccessDeniedException", "not allowed")
+        problem = record_deployed_image(ssm, "/webapp/production/app/image", "repo/app:2")
+    assert problem.startswith("every host serves repo/app:2, but it could not be recorded in "
+                              "/webapp/production/app/image (")
+    assert problem.endswith("hosts created later would start an older image; run the "
+                            "rollout again")

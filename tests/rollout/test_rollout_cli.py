@@ -40,6 +40,10 @@ def run_main(argv, capsys, environ=None):
      "1% to 100%"),
     (["--environment", "prod", "--image", "app:1", "--batch-size", "half"], "--batch-size",
      "e.g. 25%"),
+    (["--environment", "prod", "--image", "app:1", "--min-healthy", "120%"], "--min-healthy",
+     "0% to 100%"),
+    (["--environment", "prod", "--image", "app:1", "--min-healthy", "most"], "--min-healthy",
+     "e.g. 75%"),
     (["--environment", "prod", "--image", "app:1", "--health-timeout", "-3"],
      "--health-timeout", "between 1 and 3600"),
     (["--environment", "prod", "--image", "app:1", "--healthy-checks", "x"],
@@ -81,6 +85,16 @@ def test_inventory_problems_are_exit_2(tmp_path, capsys):
     status, _, err = run_main(["--environment", "lab", "--image", "app:1",
                                "--inventory", str(path)], capsys)
     assert status == 2 and "hosts: must be a non-empty list" in err
+
+
+def test_an_inventory_that_is_not_utf8_is_one_line_and_exit_2(tmp_path, capsys):
+    path = tmp_path / "inv.yaml"
+    path.write_bytes("caddy: {admin: 'http://127.0.0.1:1'}\n# caf\u00e9\n".encode("latin-1"))
+    status, out, err = run_main(["--environment", "lab", "--image", "app:1",
+                                 "--inventory", str(path)], capsys)
+    assert status == 2
+    assert err == (f"rolling_update.py: error: --inventory {path}: byte 0xe9 at offset 42 is "
+                   "not UTF-8; save the file as UTF-8\n")
 
 
 def lab_inventory(tmp_path, admin, environment="lab"):
@@ -125,7 +139,8 @@ def test_dry_run_prints_the_plan_touches_nothing_and_writes_the_summary(tmp_path
                                      "--inventory", str(inventory)], capsys,
                                     environ={"GITHUB_STEP_SUMMARY": str(summary)})
     assert status == 0, err
-    assert "plan: 2 of 2 hosts to app:2 in 2 batch(es) of up to 1: APP-1 | APP-2" in out
+    assert ("plan: 2 of 2 hosts to app:2 in 2 batch(es) of up to 1, keeping at least 1 "
+            "serving: APP-1 | APP-2") in out
     assert "Rolling update of lab to app:2: dry run" in out
     assert all(method == "GET" for method, *_ in reqs)
     assert commands(tmp_path, "APP-1") == ["status"] and commands(tmp_path, "APP-2") == ["status"]
@@ -226,3 +241,28 @@ esac
     next_run = FileLock(str(lock))
     next_run.acquire()                   # released: the next run can start at once
     next_run.release()
+
+
+def test_aws_mode_takes_region_and_image_parameter_from_the_configuration():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import rolling_update
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    assert rolling_update.configured("production") == {
+        "region": "eu-west-1", "image_parameter": "/webapp/production/app/image"}
+    args = cli.parse_args(["--environment", "production", "--image", "app:1"],
+                          {"AWS_REGION": "us-east-1"}, rolling_update.configured)
+    assert (args.region, args.image_parameter) == ("eu-west-1", "/webapp/production/app/image")
+    args = cli.parse_args(["--environment", "production", "--image", "app:1", "--region",
+                           "eu-central-1", "--image-parameter", "/x/image"], {},
+                          rolling_update.configured)
+    assert (args.region, args.image_parameter) == ("eu-central-1", "/x/image")
+
+
+def test_aws_mode_for_an_environment_without_configuration_is_one_line(tmp_path):
+    done = subprocess.run([sys.executable, str(SCRIPT), "--environment", "nowhere",
+                           "--image", "app:1"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and "nowhere" in done.stderr
+    assert "Traceback" not in done.stderr

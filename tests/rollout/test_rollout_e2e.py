@@ -1,21 +1,36 @@
-"""End to end on 127.0.0.0/8: Debian's Caddy as LB-01, four app hosts (each with the real health
-agent and the local app-deploy), and keep-alive clients that never retry, sending GET and POST
-requests with bodies for the whole rollout. Not one request may fail."""
+"""End to end on 127.0.0.0/8: Caddy 2.11.7 (the version LB-01 runs) as LB-01, four app hosts
+(each with the real health agent and the local app-deploy), and keep-alive clients that never
+retry, sending GET and POST requests with bodies for the whole rollout. Not one request may
+fail."""
+import io
 import json
 import os
 import queue
 import re
+import signal
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
+import boto3
 import pytest
+from botocore.stub import Stubber
+from moto import mock_aws
 
-from rollout.lab.fleet import LocalFleet, free_port, http_get
+from rollout.aws import record_deployed_image
+from rollout.caddy_admin import CaddyAdmin, HttpAdminTransport
+from rollout.lab.fleet import LocalFleet, free_port, http_get, running
 from rollout.lab.load import LoadGenerator
-from tests.tools import require_tool
+from rollout.model import CommandResult
+from rollout.readiness import Instance, ReadinessWait
+from rollout.report import StepLog
+from tests import tools
 
 pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 V1, V2 = "registry.local/app:v1", "registry.local/app:v2"
 # Caddy probes every 200 ms here, so 0.4 s covers one probe interval plus the requests in
@@ -27,11 +42,12 @@ CLIENTS = 8
 @pytest.fixture
 def lab(tmp_path):
     """``lab(size, **options)`` starts a LocalFleet; every one is stopped at the end."""
-    caddy = require_tool("caddy")
+    caddy = tools.caddy()
     fleets = []
 
     def make(size=4, **options):
-        fleet = LocalFleet(tmp_path / f"lab-{len(fleets)}", size, image=V1, caddy=caddy,
+        options.setdefault("image", V1)
+        fleet = LocalFleet(tmp_path / f"lab-{len(fleets)}", size, caddy=caddy,
                            health_interval="200ms", app_startup=0.1, **options)
         fleets.append(fleet)
         fleet.start()
@@ -189,3 +205,135 @@ def test_sync_only_adds_a_new_host_to_caddy(lab):
     # Nothing to do the second time: no config change at all.
     again = rolling_update(fleet, "--sync-only")
     assert again.returncode == 0 and "Caddy's upstreams match the 5 app hosts" in again.stdout
+
+
+def _processes_mentioning(text):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry))
+    return found
+
+
+def test_the_lab_fleet_stops_every_process_cleanly_on_sigterm(tmp_path):
+    tools.caddy()
+    workdir = tmp_path / "lab"
+    fleet = subprocess.Popen([sys.executable, "-m", "rollout.lab.fleet", "--hosts", "2",
+                              "--workdir", str(workdir)], cwd=REPO_ROOT, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in fleet.stdout], daemon=True).start()
+        while "Ctrl-C stops every process" not in lines.get(timeout=60):
+            pass
+        children = [p for p in _processes_mentioning(str(workdir)) if p != fleet.pid]
+        assert len(children) == 3, "caddy and two health agents"
+        children += [json.loads((workdir / h / "state.json").read_text())["pid"]
+                     for h in ("APP-1", "APP-2")]
+        fleet.send_signal(signal.SIGTERM)
+        assert fleet.wait(30) == 0, fleet.stderr.read()
+    finally:
+        if fleet.poll() is None:
+            fleet.kill()
+    for host in ("APP-1", "APP-2"):
+        # The agent's own SIGTERM handler ran: it was not killed after the stop grace.
+        assert "health-agent: stopped" in (workdir / host / "agent.log").read_text()
+    assert not [pid for pid in children if running(pid)], "a child outlived the fleet"
+
+
+def test_behind_two_load_balancers_each_one_drains_the_host_before_its_app_stops(lab):
+    fleet = lab(size=4, load_balancers=2)
+    loads = [LoadGenerator("127.0.0.1", port, clients=CLIENTS) for port in fleet.http_ports]
+    for load in loads:
+        load.start()
+    try:
+        for load in loads:
+            traffic_flowing(load)
+        done = rolling_update(fleet, "--image", V2)
+        for load in loads:
+            traffic_flowing(load)
+    finally:
+        for load in loads:
+            load.stop()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 Caddy load balancer(s)" in done.stdout
+    assert fleet.images() == {f"APP-{n}": V2 for n in range(1, 5)}
+    for load in loads:
+        assert_no_request_lost(load)
+        assert set(load.stats.versions) == {V1, V2}
+
+
+def test_first_deploy_rehearsal_on_a_brand_new_environment(lab, tmp_path):
+    """The deploy job against a fresh environment: hosts still booting and not yet in SSM,
+    nothing serving, the image the pipeline just built. It converges with every host on that
+    image, records it for hosts created later, and loses no request once a host serves."""
+    built = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/webapp/app:3f2c1d0"
+    fleet = lab(size=3, image=None)
+    assert all(s["image"] is None and not s["healthy"] for s in fleet.statuses().values())
+    assert http_get("127.0.0.1", fleet.http_port, "/", timeout=15)[0] in (502, 503)
+    hosts = [Instance("lab-LB-01", "i-00000000000000001")] + [
+        Instance(f"lab-{h.name}", f"i-0000000000000000{n + 2}")
+        for n, h in enumerate(fleet.hosts)]
+    ids = [h.instance_id for h in hosts]
+    ssm = boto3.client("ssm", region_name="eu-west-1")
+    log = io.StringIO()
+    with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
+        # The deploy job's first call: hosts register with SSM one after another.
+        with Stubber(ssm) as stub:
+            for registered in ([], ids[:1], ids[:3], ids):
+                stub.add_response("describe_instance_information", {"InstanceInformationList": [
+                    {"InstanceId": i, "PingStatus": "Online"} for i in registered]})
+            ReadinessWait(ssm, BootDone(), StepLog(log), poll=0.05, timeout=30).wait(
+                hosts, [CaddyAdmin(HttpAdminTransport(f"127.0.0.1:{fleet.admin_port}"))])
+        done = rolling_update(fleet, "--image", built, timeout=300)
+        finished = time.monotonic()
+        traffic_flowing(load)
+    assert "lab-APP-3 (i-00000000000000004): online in SSM" in log.getvalue()
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet.images() == {h.name: built for h in fleet.hosts}
+    stats = load.stats
+    assert stats.first_answered_sent_at is not None
+    assert stats.failed_since_first_answer() == 0, stats.failures[-5:]
+    assert set(stats.versions_after(finished)) == {built}
+    with mock_aws():
+        recorder = boto3.client("ssm", region_name="eu-west-1")
+        assert record_deployed_image(recorder, "/webapp/lab/app/image", built) is None
+        assert recorder.get_parameter(Name="/webapp/lab/app/image")["Parameter"]["Value"] == \
+            built
+
+
+class BootDone:
+    """SSM Run Command on hosts whose first boot has finished."""
+
+    def run(self, instance_id, script, timeout):
+        return CommandResult(0, "boot done \n")
+
+
+def test_an_app_host_killed_outside_the_batch_stops_the_rollout_and_is_named(lab):
+    """What a new user tried: kill APP-4's app while APP-1 is being updated. The rollout
+    must notice, wait for it, stop, and never call APP-4 updated."""
+    fleet = lab(size=4)
+    first, victim = fleet.hosts[0], fleet.hosts[3]
+    process = subprocess.Popen(fleet.rollout_argv(*FAST, "--image", V2, "--health-timeout", "3"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: V2 in fleet.commands(first), timeout=60, what="APP-1's deploy")
+        os.kill(fleet.app_pid(victim), signal.SIGKILL)
+        out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 1, out + err
+    assert "pausing before batch 2 of 4: APP-4 stopped serving, outside any batch" in out
+    row = next(line for line in out.splitlines() if line.startswith("APP-4 "))
+    assert "stopped serving during the rollout, outside its batch" in row
+    assert "updated" not in row
+    # Nothing else was taken out while APP-4 was down; APP-1 keeps the new image.
+    assert fleet.commands(fleet.hosts[1]).count("drain") == 0
+    assert fleet.commands(fleet.hosts[2]).count("drain") == 0
+    assert fleet.images()["APP-1"] == V2

@@ -5,7 +5,7 @@ import pytest
 from rollout_fakes import NEW, OLD, FakeFleet, FakeLB, FakeLock, engine, make_hosts
 
 from rollout import contract
-from rollout.batching import BatchSize
+from rollout.batching import BatchSize, MinHealthy
 from rollout.engine import PlanError, RolloutOptions, RolloutRefused
 
 
@@ -69,7 +69,8 @@ def test_last_batch_may_be_smaller():
     update, out = engine(fleet, batch_size=BatchSize(2))
     assert update.run().ok
     assert "batch 3 of 3: APP-5" in out.getvalue()
-    assert "in 3 batch(es) of up to 2: APP-1, APP-2 | APP-3, APP-4 | APP-5" in out.getvalue()
+    assert ("in 3 batch(es) of up to 2, keeping at least 3 serving: APP-1, APP-2 | APP-3, "
+            "APP-4 | APP-5") in out.getvalue()
 
 
 def test_natural_host_order():
@@ -401,3 +402,137 @@ def test_options_reject_nonsense():
         RolloutOptions(image=None)
     with pytest.raises(ValueError):
         RolloutOptions(image=NEW, healthy_checks=0)
+
+
+# --- capacity ------------------------------------------------------------------------------
+
+def test_a_fresh_fleet_that_serves_nothing_yet_gets_its_first_image():
+    """Hosts booted with no image: nothing to protect, so the first batches may leave."""
+    fleet = FakeFleet(make_hosts(3, image=None, healthy=False))
+    update, out = engine(fleet)
+    report = update.run()
+    assert report.ok, out.getvalue()
+    assert set(images(fleet).values()) == {NEW}
+    assert [r.result for r in report.rows] == ["updated"] * 3
+
+
+def test_a_fresh_fleet_of_one_host_gets_its_first_image():
+    fleet = FakeFleet(make_hosts(1, image=None, healthy=False))
+    assert engine(fleet)[0].run().ok
+    assert images(fleet) == {"APP-1": NEW}
+
+
+def test_min_healthy_that_leaves_no_room_for_a_batch_is_refused():
+    fleet = FakeFleet(make_hosts(4))
+    with pytest.raises(PlanError, match=r"--min-healthy 75% means 3 of 4 hosts .* batch of 2; "
+                                        r"use at most 2 \(or 50%\)"):
+        engine(fleet, batch_size=BatchSize(2), min_healthy=MinHealthy.parse("75%"))[0].run()
+    assert fleet.mutating() == []
+
+
+def test_a_batch_that_would_go_below_min_healthy_is_not_started():
+    hosts = make_hosts(4)
+    hosts[3].forced_answer = 503     # Caddy sees APP-4 down from the start
+    fleet = FakeFleet(hosts)
+    report = engine(fleet, min_healthy=MinHealthy(3))[0].run()
+    assert not report.ok
+    assert fleet.mutating("APP-1") == []
+    assert report.rows[0].result == ("not started: draining it would leave 2 of 4 hosts "
+                                     "serving, fewer than the minimum of 3 (--min-healthy)")
+
+
+def test_min_healthy_lower_than_the_default_lets_a_degraded_fleet_be_updated():
+    hosts = make_hosts(4)
+    hosts[3].forced_answer = 503
+    fleet = FakeFleet(hosts)
+    report = engine(fleet, min_healthy=MinHealthy(2), keep_updated=True)[0].run()
+    assert [r.result for r in report.rows[:3]] == ["updated (kept)"] * 3
+    assert min(fleet.serving_when_drained) >= 2
+
+
+class DyingFleet(FakeFleet):
+    """APP-3 stops serving once APP-1 is back in the LB; it may come back after a while."""
+
+    def __init__(self, hosts, back_after_probes=None):
+        super().__init__(hosts)
+        self.back_after_probes = back_after_probes
+        self.probes_while_dead = 0
+
+    def _run(self, host, args, env):
+        result = super()._run(host, args, env)
+        if host.name == "APP-1" and args[0] == contract.UNDRAIN:
+            self.hosts["APP-3"].healthy = False
+        return result
+
+    def probe_view(self, host):
+        dead = self.hosts["APP-3"]
+        if host.name == "APP-3" and not dead.healthy and self.back_after_probes is not None:
+            self.probes_while_dead += 1
+            if self.probes_while_dead > self.back_after_probes:
+                dead.healthy = True
+        return super().probe_view(host)
+
+
+def test_a_host_outside_the_batch_that_dies_stops_the_rollout_and_is_not_reported_updated():
+    fleet = DyingFleet(make_hosts(4))
+    update, out = engine(fleet, outside_wait=20)
+    report = update.run()
+    log = out.getvalue()
+    assert not report.ok
+    assert "pausing before batch 2 of 4: APP-3 stopped serving, outside any batch" in log
+    # Nothing else left the LB after APP-3 died, and APP-1 went back to the old image.
+    assert fleet.mutating("APP-2") == [] and fleet.mutating("APP-4") == []
+    assert max(fleet.serving_when_drained) == 3
+    rows = {r.host: r for r in report.rows}
+    assert "updated" not in rows["APP-3"].result
+    assert rows["APP-3"].result == ("not started (rollout stopped); stopped serving during "
+                                    "the rollout, outside its batch (not touched by the "
+                                    "rollout)")
+    assert not rows["APP-3"].ok
+    assert report.summary.startswith("rollout stopped: APP-3 stopped serving outside the batch "
+                                     "and did not come back within 20s")
+
+
+def test_a_host_outside_the_batch_that_comes_back_lets_the_rollout_resume():
+    fleet = DyingFleet(make_hosts(4), back_after_probes=3)
+    update, out = engine(fleet, outside_wait=60)
+    report = update.run()
+    assert report.ok, out.getvalue()
+    assert "resuming: APP-3 serving again" in out.getvalue()
+    assert set(images(fleet).values()) == {NEW}
+
+
+# --- several load balancers ----------------------------------------------------------------
+
+def two_lbs(fleet, **second):
+    fleet.sources = ("10.0.1.10", "10.0.1.11")
+    dials = [h.upstream for h in fleet.hosts.values()]
+    return [FakeLB(dials, name="LB-01", probe_source="10.0.1.10"),
+            FakeLB(dials, name="LB-02", probe_source="10.0.1.11", **second)]
+
+
+def test_every_load_balancer_must_take_the_host_out_before_its_app_is_touched():
+    hosts = make_hosts(3)
+    hosts[0].source_answers = {"10.0.1.11": 200}   # LB-02 keeps sending APP-1 requests
+    fleet = FakeFleet(hosts)
+    update, out = engine(fleet, lb=two_lbs(fleet))
+    report = update.run()
+    assert not report.ok
+    assert [a[0] for _, a in fleet.mutating("APP-1")] == ["drain", "undrain"]
+    assert "10.0.1.10: 503 x5, 0.1s ago, 10.0.1.11: 200 x5, 0.1s ago" in out.getvalue()
+    assert report.rows[0].result.startswith("not updated: Caddy never saw the drain")
+
+
+def test_a_fleet_behind_two_load_balancers_is_updated_and_both_follow_membership():
+    hosts = make_hosts(4)
+    fleet = FakeFleet(hosts)
+    lbs = two_lbs(fleet)
+    lbs[1].upstreams = lbs[1].upstreams[:3]          # LB-02 does not know APP-4 yet
+    update, out = engine(fleet, lb=lbs)
+    report = update.run()
+    assert report.ok, out.getvalue()
+    assert set(images(fleet).values()) == {NEW}
+    assert lbs[0].set_calls == []
+    assert [[u["dial"] for u in call] for call in lbs[1].set_calls] == [
+        [h.upstream for h in hosts]]
+    assert "LB-02 now has 4 upstreams (one config change)" in out.getvalue()

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rollout.contract import ProbeView
+
 from rollout.lab.fleet import free_port
 
 AGENT = Path(__file__).resolve().parents[2] / "provisioning" / "files" / "health_agent.py"
@@ -45,8 +47,8 @@ class FakeApp:
         self.server.server_close()
 
 
-def get(port, path, method="GET"):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+def get(port, path, method="GET", source="127.0.0.1"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
     try:
         conn.request(method, path)
         response = conn.getresponse()
@@ -133,7 +135,7 @@ def test_agent_page_counts_lb_probes_and_not_itself(app, agent):
     port, drain = agent
     view = json.loads(get(port, "/agent")[1])
     assert view == {"drained": False, "probe": {"answer": None, "streak": 0, "age": None},
-                    "probes": 0}
+                    "probes": 0, "probers": {}}
     get(port, "/health")
     get(port, "/health")
     drain.touch()
@@ -144,6 +146,30 @@ def test_agent_page_counts_lb_probes_and_not_itself(app, agent):
     assert 0 <= view["probe"]["age"] < 5
     get(port, "/health")
     assert json.loads(get(port, "/agent")[1])["probe"]["streak"] == 2
+
+
+def test_agent_page_tells_each_load_balancer_apart(app, agent):
+    """Two LBs probe the host: each one's streak is its own, so the rollout can see that
+    every LB took the host out, not just the one that probed last."""
+    port, drain = agent
+    get(port, "/health", source="127.0.0.11")
+    get(port, "/health", source="127.0.0.12")
+    drain.touch()
+    get(port, "/health", source="127.0.0.11")
+    get(port, "/health", source="127.0.0.11")
+    view = ProbeView.parse(get(port, "/agent")[1].decode())
+    probers = dict(view.probers)
+    assert (probers["127.0.0.11"].answer, probers["127.0.0.11"].streak) == (503, 2)
+    assert (probers["127.0.0.12"].answer, probers["127.0.0.12"].streak) == (200, 1)
+    both = ("127.0.0.11", "127.0.0.12")
+    # All probes together say "out twice in a row"; per LB, LB 12 still sends requests.
+    assert view.confirms(503, 2, 5.0)
+    assert view.confirms(503, 2, 5.0, both[:1]) and not view.confirms(503, 1, 5.0, both)
+    get(port, "/health", source="127.0.0.12")
+    view = ProbeView.parse(get(port, "/agent")[1].decode())
+    assert view.confirms(503, 1, 5.0, both) and not view.confirms(503, 2, 5.0, both)
+    assert view.confirms(503, 1, 5.0, (None, None))
+    assert not view.confirms(503, 1, 5.0, (None, None, None))
 
 
 def test_head_and_unknown_paths(agent):

@@ -153,3 +153,23 @@ def test_report_table_and_markdown():
     assert "| APP-1 | `app:1` | `app:2` | updated | 12.3 |" in markdown
     assert "rolled back to app:1: a\\|b" in markdown
     assert "| APP-3 | - | - | not started (rollout stopped) | 0.0 |" in markdown
+
+
+def test_inventory_with_several_load_balancers(tmp_path):
+    import copy
+    data = copy.deepcopy(GOOD)
+    del data["caddy"]
+    data["load_balancers"] = [
+        {"name": "LB-01", "admin": "http://127.0.0.1:2019", "probe_source": "127.0.1.1"},
+        {"name": "LB-02", "admin": "http://127.0.0.1:2020", "probe_source": "127.0.1.2"}]
+    inventory = parse_inventory(data, "inv.yaml")
+    assert [(b.name, b.admin, b.upstreams_id, b.probe_source)
+            for b in inventory.load_balancers] == [
+        ("LB-01", "http://127.0.0.1:2019", "app-upstreams", "127.0.1.1"),
+        ("LB-02", "http://127.0.0.1:2020", "app-upstreams", "127.0.1.2")]
+    data["load_balancers"][1]["name"] = "LB-01"
+    with pytest.raises(InventoryError, match="load_balancers.name: each must be unique"):
+        parse_inventory(data, "inv.yaml")
+    data["caddy"] = {"admin": "http://127.0.0.1:2019"}
+    with pytest.raises(InventoryError, match="not both"):
+        parse_inventory(data, "inv.yaml")
