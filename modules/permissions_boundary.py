@@ -2,7 +2,8 @@
 
 The deploy role may create and change IAM roles named with its environment's prefix only when
 they carry this boundary (``github_oidc.py``). Whatever policy it then attaches, such a role
-can never touch IAM, nor the other environments' hosts, parameters, keys or state.
+can do no more than the environment's hosts need: never IAM or STS, nor anything of the other
+environments' hosts, parameters, keys or state.
 """
 from __future__ import annotations
 
@@ -22,6 +23,33 @@ HOST_MUTATIONS = [
 KEY_CHANGES = ["kms:PutKeyPolicy", "kms:CreateGrant", "kms:ScheduleKeyDeletion",
                "kms:DisableKey", "kms:ReplicateKey"]
 REMOTE_SHELL = ["ssm:SendCommand", "ssm:StartSession"]
+
+# The most any role of an environment may ever do: what its hosts and its VPC flow logs need,
+# as (resources, actions), "*" where IAM cannot scope the action. The SSM agent's part is
+# AmazonSSMManagedInstanceCore without ssm:GetParameter(s) (the parameters come from the
+# OwnParameters statement). A host needing a new service (S3 for backups, say) adds one line
+# here and one in its own role's statements.
+INSTANCES = ("arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:managed-instance/*")
+CEILING = (
+    (("*",), ("ssm:GetDeployablePatchSnapshotForInstance", "ssm:GetManifest",
+              "ssm:ListAssociations", "ssm:PutConfigurePackageResult", "ssm:PutInventory",
+              "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+              "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+              "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage",
+              "ec2messages:FailMessage", "ec2messages:GetEndpoint", "ec2messages:GetMessages",
+              "ec2messages:SendReply", "ecr:GetAuthorizationToken")),
+    (INSTANCES, ("ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations",
+                 "ssm:PutComplianceItems")),
+    ((*INSTANCES, "arn:aws:ssm:*:*:association/*", "arn:aws:ssm:*:*:document/*"),
+     ("ssm:DescribeAssociation",)),
+    (("arn:aws:ssm:*:*:document/*",), ("ssm:DescribeDocument", "ssm:GetDocument")),
+    (("arn:aws:ssm:*:*:document/*", *INSTANCES), ("ssm:UpdateAssociationStatus",)),
+    (("arn:aws:ssm:*:*:association/*", *INSTANCES), ("ssm:UpdateInstanceAssociationStatus",)),
+    (("arn:aws:kms:*:*:key/*",), ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")),
+    (("arn:aws:ecr:*:*:repository/*",), ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")),
+    (("arn:aws:logs:*:*:log-group:*",), ("logs:CreateLogStream", "logs:PutLogEvents",
+                                         "logs:DescribeLogStreams")),
+)
 
 
 def boundary_name(project: str, environment: str) -> str:
@@ -90,17 +118,18 @@ class PermissionsBoundaryConfig:
 
 
 class PermissionsBoundary(Construct):
-    """A managed policy: everything but IAM, STS, Organizations and the account, within the
-    environment's guardrails."""
+    """A managed policy: what the environment's hosts and flow logs need (``CEILING``), within
+    the environment's guardrails; never IAM, STS, Organizations or the account."""
 
     def __init__(self, scope: Construct, id: str, config: PermissionsBoundaryConfig):
         super().__init__(scope, id)
         document = DataAwsIamPolicyDocument(self, "document", statement=[
-            {"sid": "Ceiling", "actions": ["*"], "resources": ["*"]},
-            # Denied, not merely left out: a boundary's deny also overrides resource policies.
-            {"sid": "NoIdentityChanges", "effect": "Deny",
-             "actions": ["iam:*", "organizations:*", "account:*", "sts:*"],
-             "resources": ["*"]},
+            *({"sid": f"Ceiling{number}", "actions": list(actions),
+               "resources": list(resources)}
+              for number, (resources, actions) in enumerate(CEILING)),
+            {"sid": "OwnParameters", "actions": ["ssm:GetParameter", "ssm:PutParameter"],
+             "resources": [f"arn:aws:ssm:*:*:parameter/{config.project}/"
+                           f"{config.environment}/*"]},
             *config.guardrails,
         ])
         policy = IamPolicy(self, "policy",

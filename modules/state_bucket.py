@@ -9,7 +9,7 @@ from core.cdk import (Construct, DataAwsIamPolicyDocument, KmsAlias, KmsKey, S3B
                       S3BucketVersioningA, S3EncryptionByDefault, S3EncryptionRule,
                       S3LifecycleAbortUpload, S3LifecycleFilter, S3LifecycleNoncurrentExpiration,
                       S3LifecycleRule)
-from modules.parameter_key import KEY_ADMINISTRATION
+from modules.parameter_key import key_policy
 
 
 def state_key_alias(project: str) -> str:
@@ -41,21 +41,18 @@ class StateBucket(Construct):
 
     def __init__(self, scope: Construct, id: str, config: StateBucketConfig):
         super().__init__(scope, id)
-        root = f"arn:aws:iam::{config.account_id}:root"
         # The account's IAM decides who uses the key, and only through S3: each pipeline role
         # is allowed its own environment's objects (github_oidc.py).
-        key_policy = DataAwsIamPolicyDocument(self, "key-policy", statement=[
-            {"sid": "KeyAdministration", "actions": KEY_ADMINISTRATION, "resources": ["*"],
-             "principals": [{"type": "AWS", "identifiers": [root]}]},
-            {"sid": "UseThroughS3", "resources": ["*"],
-             "actions": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
-             "principals": [{"type": "AWS", "identifiers": [root]}],
-             "condition": [{"test": "StringEquals", "variable": "kms:ViaService",
-                            "values": [f"s3.{config.region}.amazonaws.com"]}]},
-        ])
+        use_through_s3 = {
+            "Sid": "UseThroughS3", "Effect": "Allow", "Resource": "*",
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            "Principal": {"AWS": f"arn:aws:iam::{config.account_id}:root"},
+            "Condition": {"StringEquals": {
+                "kms:ViaService": f"s3.{config.region}.amazonaws.com"}}}
         key = KmsKey(self, "key", description=f"Terraform state in {config.bucket}",
                      enable_key_rotation=True, deletion_window_in_days=30,
-                     policy=key_policy.json, lifecycle={"prevent_destroy": True})
+                     policy=key_policy(config.account_id, [use_through_s3]),
+                     lifecycle={"prevent_destroy": True})
         KmsAlias(self, "key-alias", name=config.key_alias, target_key_id=key.key_id)
         bucket = S3Bucket(self, "bucket", bucket=config.bucket,
                           lifecycle={"prevent_destroy": True})

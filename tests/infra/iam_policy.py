@@ -99,7 +99,7 @@ def from_iam_json(document: dict) -> list[Statement]:
             not_resources=_as_tuple(raw.get("NotResource")),
             principals=_as_tuple(principal.get("AWS") if isinstance(principal, dict)
                                  else principal),
-            conditions=conditions))
+            conditions=conditions, in_resource_policy="Principal" in raw))
     return result
 
 
@@ -319,5 +319,5 @@ class Stacks:
     def key_policies(self, stack: str) -> dict[str, list[Statement]]:
         """Each KMS key of ``stack``: its ARN -> its key policy."""
         return {self.resolve(stack, f"${{aws_kms_key.{key}.arn}}"):
-                self.document(stack, key_block["policy"])
+                from_iam_json(json.loads(self.resolve(stack, key_block["policy"])))
                 for key, key_block in self.stacks[stack]["resource"]["aws_kms_key"].items()}
