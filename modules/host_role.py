@@ -15,13 +15,15 @@ class HostRoleConfig:
     """Inputs of :class:`HostRole`.
 
     name: the IAM role and instance profile name.
-    statements: extra IAM policy statements (``actions``, ``resources``) for this role only.
+    statements: extra IAM policy statements for this role only: dicts (``actions``,
+        ``resources``), or ``IamStatement`` structs where a key has an underscore
+        (``not_resources``), which jsii would drop from a dict.
     permissions_boundary: the ARN of the policy that caps the role (the deploy role may
         manage only roles that carry its environment's boundary); None for none.
     """
 
     name: str
-    statements: list[dict] = field(default_factory=list)
+    statements: list = field(default_factory=list)
     permissions_boundary: Optional[str] = None
 
 
