@@ -142,3 +142,19 @@ def test_the_scan_catches_each_way_a_password_reaches_a_command_line(line):
     import re
 
     assert any(re.search(pattern, f" {line}") for pattern in COMMAND_LINE_SECRETS.values())
+
+
+def test_the_elasticsearch_health_check_passes_the_password_on_stdin(cloud_configs, tmp_path):
+    """Run as the container's /bin/sh (dash) would, with a curl that reports what it got."""
+    compose = yaml.safe_load(written_file(cloud_configs["log"], "/opt/logging/compose.yaml")[
+        "content"])
+    kind, command = compose["services"]["elasticsearch"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    fake_command(tmp_path, "curl", 'printf "%s\\n" "$*" >"$0.args"\ncat >"$0.stdin"\n')
+    shell = require_tool("dash")
+    subprocess.run([shell, "-c", command.replace("$$", "$")], check=True,
+                   env={"PATH": f"{tmp_path}:/usr/bin:/bin", "ELASTIC_PASSWORD": "pw-4711"})
+    arguments = (tmp_path / "curl.args").read_text()
+    assert "pw-4711" not in arguments and "--config -" in arguments
+    assert "https://localhost:9200/" in arguments and "--cacert" in arguments
+    assert (tmp_path / "curl.stdin").read_text() == 'user = "elastic:pw-4711"\n'
