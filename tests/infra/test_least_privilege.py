@@ -3,8 +3,6 @@ or make an administrator, from the synthesized policies, the vendored AWS manage
 the permissions boundaries and the KMS key policies (tests/infra/iam_policy.py)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.infra import iam_policy
@@ -307,4 +305,3 @@ def test_parliament_finds_nothing_in_any_synthesized_policy(stacks):
             findings[(stack, key)] = [str(f) for f in policy.findings]
     assert findings == {}
     assert len(list(stacks.all_documents())) > 20  # every document was read
-    json.dumps(findings)
