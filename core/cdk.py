@@ -77,7 +77,12 @@ Testing = _core.Testing
 
 AwsProvider = _aws("provider").AwsProvider
 DataAwsAmi = _aws("data_aws_ami").DataAwsAmi
-DataAwsIamPolicyDocument = _aws("data_aws_iam_policy_document").DataAwsIamPolicyDocument
+_policy_document = _aws("data_aws_iam_policy_document")
+DataAwsIamPolicyDocument = _policy_document.DataAwsIamPolicyDocument
+IamStatement = _policy_document.DataAwsIamPolicyDocumentStatement
+IamCondition = _policy_document.DataAwsIamPolicyDocumentStatementCondition
+IamPrincipals = _policy_document.DataAwsIamPolicyDocumentStatementPrincipals
+DataAwsCallerIdentity = _aws("data_aws_caller_identity").DataAwsCallerIdentity
 
 # network
 Vpc = _aws("vpc").Vpc
@@ -107,9 +112,14 @@ IamRole = _aws("iam_role").IamRole
 IamRolePolicy = _aws("iam_role_policy").IamRolePolicy
 IamRolePolicyAttachment = _aws("iam_role_policy_attachment").IamRolePolicyAttachment
 IamInstanceProfile = _aws("iam_instance_profile").IamInstanceProfile
+IamPolicy = _aws("iam_policy").IamPolicy
 IamOpenidConnectProvider = _aws("iam_openid_connect_provider").IamOpenidConnectProvider
 DataAwsIamOpenidConnectProvider = _aws(
     "data_aws_iam_openid_connect_provider").DataAwsIamOpenidConnectProvider
+
+# encryption keys
+KmsKey = _aws("kms_key").KmsKey
+KmsAlias = _aws("kms_alias").KmsAlias
 
 # container images
 _ecr = _aws("ecr_repository")

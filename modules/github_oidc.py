@@ -10,8 +10,66 @@ from core.cdk import (Construct, DataAwsIamOpenidConnectProvider, DataAwsIamPoli
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
 STS_AUDIENCE = "sts.amazonaws.com"
-READ_ONLY_POLICY = "arn:aws:iam::aws:policy/ReadOnlyAccess"
 POWER_USER_POLICY = "arn:aws:iam::aws:policy/PowerUserAccess"
+SSM_MANAGED_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
+# The only AWS managed policies a deploy role may attach to the roles it manages.
+ATTACHABLE_POLICIES = (SSM_MANAGED_POLICY,)
+# The services whose roles the environments create (hosts, VPC flow logs).
+ROLE_SERVICES = ("ec2.amazonaws.com", "vpc-flow-logs.amazonaws.com")
+
+# What planning an environment stack reads: its resources' descriptions and tags, never data.
+# Resource -> actions; "*" for the actions IAM cannot scope to a resource. A new kind of
+# resource in the environment stacks adds its read actions here.
+PLAN_READS = {
+    "*": ["ec2:DescribeAccountAttributes", "ec2:DescribeAddresses",
+          "ec2:DescribeAddressesAttribute", "ec2:DescribeAvailabilityZones",
+          "ec2:DescribeFlowLogs", "ec2:DescribeImages",
+          "ec2:DescribeInstanceCreditSpecifications", "ec2:DescribeInstanceStatus",
+          "ec2:DescribeInstanceTypes", "ec2:DescribeInstances",
+          "ec2:DescribeInternetGateways", "ec2:DescribeNatGateways",
+          "ec2:DescribeNetworkAcls", "ec2:DescribeNetworkInterfaces",
+          "ec2:DescribePrefixLists", "ec2:DescribeRegions", "ec2:DescribeRouteTables",
+          "ec2:DescribeSecurityGroupRules", "ec2:DescribeSecurityGroups",
+          "ec2:DescribeSubnets", "ec2:DescribeTags", "ec2:DescribeVolumes",
+          "ec2:DescribeVpcEndpoints", "ec2:DescribeVpcs", "ec2:GetEbsEncryptionByDefault",
+          "logs:DescribeLogGroups", "kms:ListAliases", "elasticloadbalancing:Describe*",
+          "sns:GetSubscriptionAttributes"],
+    "arn:aws:ec2:*:*:instance/*": ["ec2:DescribeInstanceAttribute"],
+    "arn:aws:ec2:*:*:vpc/*": ["ec2:DescribeVpcAttribute"],
+    "arn:aws:logs:*:*:log-group:*": ["logs:ListTagsLogGroup", "logs:ListTagsForResource"],
+    "arn:aws:kms:*:*:key/*": ["kms:DescribeKey", "kms:GetKeyPolicy",
+                              "kms:GetKeyRotationStatus", "kms:ListResourceTags"],
+    "arn:aws:ecr:*:*:repository/*": ["ecr:DescribeRepositories", "ecr:ListTagsForResource"],
+    "arn:aws:cloudwatch:*:*:alarm:*": ["cloudwatch:DescribeAlarms"],
+    "arn:aws:sns:*:*:*": ["sns:GetTopicAttributes", "sns:ListTagsForResource"],
+}
+ROLE_READS = ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies",
+              "iam:ListAttachedRolePolicies", "iam:GetInstanceProfile",
+              "iam:ListInstanceProfilesForRole"]
+# Changing a role's permissions: allowed only while the role keeps the environment's boundary.
+ROLE_PERMISSION_CHANGES = ["iam:CreateRole", "iam:PutRolePolicy", "iam:DeleteRolePolicy",
+                           "iam:DetachRolePolicy", "iam:PutRolePermissionsBoundary"]
+ROLE_UPKEEP = ["iam:DeleteRole", "iam:UpdateRole", "iam:TagRole", "iam:UntagRole",
+               "iam:UpdateAssumeRolePolicy", "iam:CreateInstanceProfile",
+               "iam:DeleteInstanceProfile", "iam:TagInstanceProfile",
+               "iam:UntagInstanceProfile", "iam:AddRoleToInstanceProfile",
+               "iam:RemoveRoleFromInstanceProfile"]
+POLICY_CHANGES = ["iam:CreatePolicyVersion", "iam:DeletePolicy", "iam:DeletePolicyVersion",
+                  "iam:SetDefaultPolicyVersion", "iam:TagPolicy", "iam:UntagPolicy"]
+
+
+@dataclass(frozen=True)
+class EnvironmentAccess:
+    """What one environment's roles are given.
+
+    boundary_arn: the permissions boundary every role the deploy role manages must carry.
+    guardrails: deny statements shared with the boundary (``permissions_boundary.py``).
+    secret_parameter_arns: the environment's secrets, which neither of its roles may read.
+    """
+
+    boundary_arn: str
+    guardrails: tuple[dict, ...]
+    secret_parameter_arns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -20,8 +78,9 @@ class GithubOidcConfig:
 
     repository: ``owner/name`` whose workflows may assume the roles.
     project: prefix of every environment's resource names.
-    environments: one plan role and one deploy role are made for each.
+    environments: one plan role and one deploy role are made for each, with its access.
     state_bucket_arn: the Terraform state bucket.
+    state_key_arn: the KMS key that encrypts the state.
     existing_provider_arn: the account's GitHub OIDC provider when it exists already (an
         account holds one per issuer); None creates it.
     image_push_statements: IAM statements that let a deploy role push the app image; each
@@ -30,8 +89,9 @@ class GithubOidcConfig:
 
     repository: str
     project: str
-    environments: tuple[str, ...]
+    environments: dict[str, EnvironmentAccess]
     state_bucket_arn: str
+    state_key_arn: str
     existing_provider_arn: Optional[str] = None
     image_push_statements: tuple[dict, ...] = ()
 
@@ -41,7 +101,8 @@ class GithubOidc(Construct):
 
     The plan role is assumable from pull requests and from ``main`` (the drift check); the
     deploy role only from a job running in the GitHub environment of the same name, whose
-    deployment branches are restricted to ``main`` (see the README).
+    deployment branches are restricted to ``main`` (see the README). docs/pipeline.md says
+    what each may and may not do.
     """
 
     def __init__(self, scope: Construct, id: str, config: GithubOidcConfig):
@@ -50,47 +111,18 @@ class GithubOidc(Construct):
         self.plan_role_arns: dict[str, str] = {}
         self.deploy_role_arns: dict[str, str] = {}
         repo = f"repo:{config.repository}"
-        for environment in config.environments:
-            prefix = f"{config.project}-{environment}"
-            state_objects = f"{config.state_bucket_arn}/{environment}/*"
+        for environment, access in config.environments.items():
             plan = self._role(config, environment, "plan", provider.arn,
                               [f"{repo}:pull_request", f"{repo}:ref:refs/heads/main"])
-            IamRolePolicyAttachment(self, f"{environment}-plan-read-only", role=plan.name,
-                                    policy_arn=READ_ONLY_POLICY)
-            self._policy(plan, environment, "plan", [
-                # A plan takes the state lock: it writes the lock object and nothing else.
-                {"actions": ["s3:PutObject", "s3:DeleteObject"],
-                 "resources": [f"{state_objects}.tflock"]},
-                # ReadOnlyAccess could read SecureString parameters such as the database
-                # password; a plan never needs them.
-                {"effect": "Deny", "actions": ["ssm:GetParameter*"],
-                 "resources": [f"arn:aws:ssm:*:*:parameter/{config.project}/*"]},
-            ])
+            self._policy(plan, environment, "plan", _plan_statements(config, environment))
             deploy = self._role(config, environment, "deploy", provider.arn,
                                 [f"{repo}:environment:{environment}"])
+            # Everything but IAM; the statements below add the IAM it needs and take away
+            # what would reach beyond its environment or past the boundary.
             IamRolePolicyAttachment(self, f"{environment}-deploy-power-user", role=deploy.name,
                                     policy_arn=POWER_USER_POLICY)
-            # PowerUserAccess excludes IAM; the environment creates its own host roles, flow
-            # log role and instance profiles, all named with its prefix.
-            own_roles = [f"arn:aws:iam::*:role/{prefix}-*",
-                         f"arn:aws:iam::*:instance-profile/{prefix}-*"]
-            self._policy(deploy, environment, "deploy", [
-                {"actions": ["iam:CreateRole", "iam:DeleteRole", "iam:GetRole",
-                             "iam:UpdateRole", "iam:TagRole", "iam:UntagRole",
-                             "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
-                             "iam:GetRolePolicy", "iam:DeleteRolePolicy",
-                             "iam:AttachRolePolicy", "iam:DetachRolePolicy",
-                             "iam:ListRolePolicies", "iam:ListAttachedRolePolicies",
-                             "iam:ListInstanceProfilesForRole", "iam:PassRole",
-                             "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
-                             "iam:GetInstanceProfile", "iam:TagInstanceProfile",
-                             "iam:UntagInstanceProfile",
-                             "iam:AddRoleToInstanceProfile",
-                             "iam:RemoveRoleFromInstanceProfile"],
-                 "resources": own_roles},
-                {"actions": ["s3:PutObject", "s3:DeleteObject"],
-                 "resources": [state_objects]},
-            ])
+            self._policy(deploy, environment, "deploy",
+                         _deploy_statements(config, environment, access))
             if config.image_push_statements:
                 # Its own policy: pushing the app image stays the pipeline's, whatever else
                 # the deploy role may do.
@@ -137,3 +169,75 @@ class GithubOidc(Construct):
                                             statement=statements)
         IamRolePolicy(self, f"{environment}-{purpose}-policy", role=role.id,
                       name=f"{purpose}-permissions", policy=document.json)
+
+
+def _state_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
+    """Reading the environment's state and taking its lock: both roles."""
+    objects = f"{config.state_bucket_arn}/{environment}/*"
+    return [
+        {"sid": "ListState", "actions": ["s3:ListBucket"],
+         "resources": [config.state_bucket_arn],
+         "condition": [{"test": "StringLike", "variable": "s3:prefix",
+                        "values": [f"{environment}/*"]}]},
+        {"sid": "ReadState", "actions": ["s3:GetObject"], "resources": [objects]},
+        # SSE-KMS: S3 asks KMS on the role's behalf, for this environment's objects only.
+        {"sid": "StateKey", "actions": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+         "resources": [config.state_key_arn],
+         "condition": [{"test": "StringLike", "variable": "kms:EncryptionContext:aws:s3:arn",
+                        "values": [objects]}]},
+    ]
+
+
+def _plan_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
+    prefix = f"{config.project}-{environment}"
+    return [
+        *({"sid": f"Describe{number}", "actions": actions, "resources": [resource]}
+          for number, (resource, actions) in enumerate(PLAN_READS.items())),
+        {"sid": "ReadRoles", "actions": ROLE_READS,
+         "resources": [f"arn:aws:iam::*:role/{prefix}-*",
+                       f"arn:aws:iam::*:instance-profile/{prefix}-*"]},
+        *_state_statements(config, environment),
+        # A plan takes the state lock: it writes the lock object and nothing else.
+        {"sid": "StateLock", "actions": ["s3:PutObject", "s3:DeleteObject"],
+         "resources": [f"{config.state_bucket_arn}/{environment}/*.tflock"]},
+    ]
+
+
+def _deploy_statements(config: GithubOidcConfig, environment: str,
+                       access: EnvironmentAccess) -> list[dict]:
+    prefix = f"{config.project}-{environment}"
+    roles = [f"arn:aws:iam::*:role/{prefix}-*"]
+    own = [*roles, f"arn:aws:iam::*:instance-profile/{prefix}-*"]
+    keeps_boundary = {"test": "ArnEquals", "variable": "iam:PermissionsBoundary",
+                      "values": [access.boundary_arn]}
+    statements = [
+        {"sid": "RolesWithTheBoundary", "actions": ROLE_PERMISSION_CHANGES,
+         "resources": roles, "condition": [keeps_boundary]},
+        {"sid": "AttachOnlyListedPolicies", "actions": ["iam:AttachRolePolicy"],
+         "resources": roles,
+         "condition": [keeps_boundary,
+                       {"test": "ArnLike", "variable": "iam:PolicyARN",
+                        "values": list(ATTACHABLE_POLICIES)}]},
+        {"sid": "RoleUpkeep", "actions": ROLE_UPKEEP + ROLE_READS, "resources": own},
+        {"sid": "PassRolesToHostsAndFlowLogs", "actions": ["iam:PassRole"], "resources": roles,
+         "condition": [{"test": "StringEquals", "variable": "iam:PassedToService",
+                        "values": list(ROLE_SERVICES)}]},
+        *_state_statements(config, environment),
+        {"sid": "WriteState", "actions": ["s3:PutObject", "s3:DeleteObject"],
+         "resources": [f"{config.state_bucket_arn}/{environment}/*"]},
+        {"sid": "BoundaryStays", "effect": "Deny",
+         "actions": ["iam:DeleteRolePermissionsBoundary"], "resources": ["*"]},
+        {"sid": "BoundaryIsOurs", "effect": "Deny",
+         "actions": ["iam:PutRolePermissionsBoundary"], "resources": ["*"],
+         "condition": [{"test": "ArnNotEquals", "variable": "iam:PermissionsBoundary",
+                        "values": [access.boundary_arn]}]},
+        {"sid": "BoundaryUnchanged", "effect": "Deny", "actions": POLICY_CHANGES,
+         "resources": [access.boundary_arn]},
+        *access.guardrails,
+    ]
+    if access.secret_parameter_arns:
+        # Applying never needs a secret's value; the hosts create and read them.
+        statements.append({"sid": "SecretsNever", "effect": "Deny",
+                           "actions": ["ssm:GetParameter*"],
+                           "resources": list(access.secret_parameter_arns)})
+    return statements

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from core.cdk import (Construct, DataAwsIamPolicyDocument, IamInstanceProfile, IamRole,
                       IamRolePolicy, IamRolePolicyAttachment)
@@ -14,11 +15,16 @@ class HostRoleConfig:
     """Inputs of :class:`HostRole`.
 
     name: the IAM role and instance profile name.
-    statements: extra IAM policy statements (``actions``, ``resources``) for this role only.
+    statements: extra IAM policy statements for this role only: dicts (``actions``,
+        ``resources``), or ``IamStatement`` structs where a key has an underscore
+        (``not_resources``), which jsii would drop from a dict.
+    permissions_boundary: the ARN of the policy that caps the role (the deploy role may
+        manage only roles that carry its environment's boundary); None for none.
     """
 
     name: str
-    statements: list[dict] = field(default_factory=list)
+    statements: list = field(default_factory=list)
+    permissions_boundary: Optional[str] = None
 
 
 class HostRole(Construct):
@@ -30,7 +36,8 @@ class HostRole(Construct):
             "actions": ["sts:AssumeRole"],
             "principals": [{"type": "Service", "identifiers": ["ec2.amazonaws.com"]}],
         }])
-        role = IamRole(self, "role", name=config.name, assume_role_policy=trust.json)
+        role = IamRole(self, "role", name=config.name, assume_role_policy=trust.json,
+                       permissions_boundary=config.permissions_boundary)
         IamRolePolicyAttachment(self, "ssm", role=role.name, policy_arn=SSM_MANAGED_POLICY)
         if config.statements:
             permissions = DataAwsIamPolicyDocument(self, "permissions",
@@ -39,3 +46,4 @@ class HostRole(Construct):
                           policy=permissions.json)
         profile = IamInstanceProfile(self, "profile", name=config.name, role=role.name)
         self.instance_profile_name = profile.name
+        self.role_arn = role.arn

@@ -20,6 +20,7 @@ class NetworkConfig:
     flow_log_retention_days: how long VPC flow logs are kept in CloudWatch Logs.
     nat_private_ip: the NAT gateway's fixed address in the public subnet, outside the range
         kept for the load balancers' fixed addresses.
+    permissions_boundary: the ARN of the policy that caps the flow-log role; None for none.
     """
 
     name: str
@@ -29,6 +30,7 @@ class NetworkConfig:
     availability_zone: str
     flow_log_retention_days: int = 365
     nat_private_ip: Optional[str] = None
+    permissions_boundary: Optional[str] = None
 
 
 class Network(Construct):
@@ -76,7 +78,8 @@ class Network(Construct):
         # Declaring the default group with no rules empties it: nothing can use it by mistake.
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id, ingress=[],
                              egress=[], tags={"Name": f"{name}-default-closed"})
-        self._flow_logs(name, vpc.id, config.flow_log_retention_days)
+        self._flow_logs(name, vpc.id, config.flow_log_retention_days,
+                        config.permissions_boundary)
 
         # An Elastic IP is associated with an instance only once the VPC has an internet
         # gateway: what depends on a public address waits for it.
@@ -85,7 +88,8 @@ class Network(Construct):
         self.public_subnet_id = public.id
         self.private_subnet_id = private.id
 
-    def _flow_logs(self, name: str, vpc_id: str, retention_days: int) -> None:
+    def _flow_logs(self, name: str, vpc_id: str, retention_days: int,
+                   permissions_boundary: Optional[str]) -> None:
         log_group = CloudwatchLogGroup(self, "flow-log-group",
                                        name=f"/vpc/{name}/flow-logs",
                                        retention_in_days=retention_days)
@@ -94,7 +98,7 @@ class Network(Construct):
             "principals": [{"type": "Service", "identifiers": ["vpc-flow-logs.amazonaws.com"]}],
         }])
         role = IamRole(self, "flow-log-role", name=f"{name}-flow-logs",
-                       assume_role_policy=trust.json)
+                       assume_role_policy=trust.json, permissions_boundary=permissions_boundary)
         write_logs = DataAwsIamPolicyDocument(self, "flow-log-permissions", statement=[{
             "actions": ["logs:CreateLogStream", "logs:PutLogEvents",
                         "logs:DescribeLogStreams"],

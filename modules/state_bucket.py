@@ -3,30 +3,57 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.cdk import (Construct, DataAwsIamPolicyDocument, S3Bucket,
+from core.cdk import (Construct, DataAwsIamPolicyDocument, KmsAlias, KmsKey, S3Bucket,
                       S3BucketLifecycleConfiguration, S3BucketOwnershipControls, S3BucketPolicy,
                       S3BucketPublicAccessBlock, S3BucketServerSideEncryptionConfigurationA,
                       S3BucketVersioningA, S3EncryptionByDefault, S3EncryptionRule,
                       S3LifecycleAbortUpload, S3LifecycleFilter, S3LifecycleNoncurrentExpiration,
                       S3LifecycleRule)
+from modules.parameter_key import key_policy
+
+
+def state_key_alias(project: str) -> str:
+    """The alias of the state's KMS key: the S3 backend of every environment names it."""
+    return f"alias/{project}-terraform-state"
 
 
 @dataclass(frozen=True)
 class StateBucketConfig:
     """Inputs of :class:`StateBucket`.
 
+    bucket: the bucket's name.
+    account_id: the account whose IAM administers and uses the state's KMS key.
+    region: the bucket's region (S3 calls KMS from there).
+    key_alias: the alias of that key, which every S3 backend names (``kms_key_id``).
     noncurrent_version_days: how long old state versions are kept (the undo history).
     """
 
     bucket: str
+    account_id: str
+    region: str
+    key_alias: str
     noncurrent_version_days: int = 90
 
 
 class StateBucket(Construct):
-    """Versioned, encrypted, private, TLS-only bucket; never destroyed by Terraform."""
+    """Versioned, private, TLS-only bucket encrypted with its own KMS key; never destroyed by
+    Terraform."""
 
     def __init__(self, scope: Construct, id: str, config: StateBucketConfig):
         super().__init__(scope, id)
+        # The account's IAM decides who uses the key, and only through S3: each pipeline role
+        # is allowed its own environment's objects (github_oidc.py).
+        use_through_s3 = {
+            "Sid": "UseThroughS3", "Effect": "Allow", "Resource": "*",
+            "Action": ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"],
+            "Principal": {"AWS": f"arn:aws:iam::{config.account_id}:root"},
+            "Condition": {"StringEquals": {
+                "kms:ViaService": f"s3.{config.region}.amazonaws.com"}}}
+        key = KmsKey(self, "key", description=f"Terraform state in {config.bucket}",
+                     enable_key_rotation=True, deletion_window_in_days=30,
+                     policy=key_policy(config.account_id, [use_through_s3]),
+                     lifecycle={"prevent_destroy": True})
+        KmsAlias(self, "key-alias", name=config.key_alias, target_key_id=key.key_id)
         bucket = S3Bucket(self, "bucket", bucket=config.bucket,
                           lifecycle={"prevent_destroy": True})
         S3BucketVersioningA(self, "versioning", bucket=bucket.id,
@@ -35,8 +62,10 @@ class StateBucket(Construct):
             self, "encryption", bucket=bucket.id,
             rule=[S3EncryptionRule(
                 apply_server_side_encryption_by_default=S3EncryptionByDefault(
-                    sse_algorithm="aws:kms"),
-                bucket_key_enabled=True)])
+                    sse_algorithm="aws:kms", kms_master_key_id=key.arn),
+                # No bucket key: KMS then sees each object's ARN, which the roles' policies
+                # scope to their environment's prefix.
+                bucket_key_enabled=False)])
         S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket.id,
                                   block_public_acls=True, block_public_policy=True,
                                   ignore_public_acls=True, restrict_public_buckets=True)
@@ -62,3 +91,4 @@ class StateBucket(Construct):
         S3BucketPolicy(self, "policy", bucket=bucket.id, policy=tls_only.json)
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
+        self.key_arn = key.arn

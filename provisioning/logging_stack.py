@@ -5,8 +5,9 @@ tests. Elasticsearch runs with security on: Filebeat writes with a user that may
 to the app's log data stream; Kibana uses its own ``kibana_system`` user; administrators log
 in as ``elastic``. Their passwords are generated on LOG-01 (see ``provisioning/parameters.py``).
 
-Known limit: HTTP between the hosts and Elasticsearch is not TLS; it stays inside the VPC's
-private subnet, and SG-LOG admits only SG-APP (9200) and the admin network (5601).
+Elasticsearch serves HTTPS on 9200 with a certificate for LOG-01's address, signed by a CA
+that LOG-01 makes at its first boot (``log-stack certificates``) and publishes in SSM; Filebeat
+verifies it in full. Kibana (5601) stays plain HTTP for the admin network; see docs/hosts.md.
 """
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ WRITER_ROLE = "app_logs_writer"
 INDEX_PREFIX = "app-logs"
 LIFECYCLE_POLICY = "app-logs"
 CONTAINER_LOGS = "/var/lib/docker/containers"
+# LOG-01's certificates on the host, and where the containers see them.
+CERT_DIR = "/etc/logging/certs"
+ES_CERTS = "/usr/share/elasticsearch/config/certs"
+KIBANA_CA = "/usr/share/kibana/config/certs/ca.crt"
+# On the APP hosts: the CA certificate as fetched from SSM, and where Filebeat reads it.
+FILEBEAT_CA_HOST = "/run/filebeat/ca.crt"
+FILEBEAT_CA = "/usr/share/filebeat/certs/ca.crt"
 
 
 def data_stream(settings: Settings) -> str:
@@ -26,7 +34,7 @@ def data_stream(settings: Settings) -> str:
 
 
 def elasticsearch_url(settings: Settings) -> str:
-    return f"http://{settings.private_ips('log')[0]}:{ELASTICSEARCH_PORT}"
+    return f"https://{settings.private_ips('log')[0]}:{ELASTICSEARCH_PORT}"
 
 
 def filebeat_config(settings: Settings, host_name: str) -> dict:
@@ -60,6 +68,10 @@ def filebeat_config(settings: Settings, host_name: str) -> dict:
             # Filled in from the container's environment, read from SSM at start.
             "password": "${ES_PASSWORD}",
             "index": data_stream(settings),
+            # LOG-01's CA, fetched from SSM at every start; "full": the certificate must be
+            # for the address Filebeat connects to.
+            "ssl.certificate_authorities": [FILEBEAT_CA],
+            "ssl.verification_mode": "full",
         },
         # LOG-01 owns the template and the lifecycle policy; the writer may not change them.
         "setup.template.enabled": False,
@@ -139,7 +151,10 @@ def compose_file(settings: Settings) -> dict:
                     "cluster.name": f"{settings.name_prefix}-logs",
                     "discovery.type": "single-node",
                     "xpack.security.enabled": "true",
-                    "xpack.security.http.ssl.enabled": "false",
+                    "xpack.security.http.ssl.enabled": "true",
+                    "xpack.security.http.ssl.key": "certs/http.key",
+                    "xpack.security.http.ssl.certificate": "certs/http.crt",
+                    "xpack.security.http.ssl.certificate_authorities": "certs/ca.crt",
                     "xpack.security.transport.ssl.enabled": "false",
                     # Not used here, and each would take memory or reach the internet.
                     "xpack.ml.enabled": "false",
@@ -149,13 +164,16 @@ def compose_file(settings: Settings) -> dict:
                     "ES_JAVA_OPTS": heap,
                 },
                 "ulimits": {"nofile": {"soft": 65535, "hard": 65535}},
-                "volumes": ["elasticsearch-data:/usr/share/elasticsearch/data"],
+                "volumes": ["elasticsearch-data:/usr/share/elasticsearch/data",
+                            f"{CERT_DIR}:{ES_CERTS}:ro"],
                 "ports": [f"{ELASTICSEARCH_PORT}:9200"],
                 "healthcheck": {
-                    # "$$": the container's shell, not Compose, expands the password.
-                    "test": ["CMD-SHELL", "curl --silent --fail --user "
-                             "\"elastic:$$ELASTIC_PASSWORD\" "
-                             "'http://localhost:9200/_cluster/health?wait_for_status=yellow"
+                    # "$$": the container's shell, not Compose, expands the password; its
+                    # built-in printf hands it to curl on stdin, never on a command line.
+                    "test": ["CMD-SHELL", "printf 'user = \"elastic:%s\"\\n' "
+                             "\"$$ELASTIC_PASSWORD\" | curl --silent --fail --config - "
+                             f"--cacert {ES_CERTS}/ca.crt "
+                             "'https://localhost:9200/_cluster/health?wait_for_status=yellow"
                              "&timeout=5s' >/dev/null"],
                     "interval": "10s", "timeout": "10s", "retries": 30, "start_period": "60s",
                 },
@@ -165,7 +183,9 @@ def compose_file(settings: Settings) -> dict:
                 "restart": "unless-stopped",
                 "depends_on": {"elasticsearch": {"condition": "service_healthy"}},
                 "environment": {
-                    "ELASTICSEARCH_HOSTS": "http://elasticsearch:9200",
+                    "ELASTICSEARCH_HOSTS": "https://elasticsearch:9200",
+                    "ELASTICSEARCH_SSL_CERTIFICATEAUTHORITIES": KIBANA_CA,
+                    "ELASTICSEARCH_SSL_VERIFICATIONMODE": "full",
                     "ELASTICSEARCH_USERNAME": "kibana_system",
                     "ELASTICSEARCH_PASSWORD": "${KIBANA_SYSTEM_PASSWORD:?}",
                     "XPACK_SECURITY_ENCRYPTIONKEY": "${KIBANA_ENCRYPTION_KEY:?}",
@@ -176,6 +196,7 @@ def compose_file(settings: Settings) -> dict:
                     "STATUS_ALLOWANONYMOUS": "true",
                     "TELEMETRY_OPTIN": "false",
                 },
+                "volumes": [f"{CERT_DIR}/ca.crt:{KIBANA_CA}:ro"],
                 "ports": [f"{KIBANA_PORT}:5601"],
                 "healthcheck": {
                     "test": ["CMD-SHELL",

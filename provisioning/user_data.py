@@ -159,7 +159,9 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
                     logging_stack.filebeat_config(settings, host_name))
     config.add_file("/etc/systemd/system/filebeat.service", template_text(
         "filebeat.service", image=images.FILEBEAT_IMAGE, region=settings.region,
-        parameter=parameters.filebeat_password(settings)))
+        parameter=parameters.filebeat_password(settings),
+        ca_parameter=parameters.log_ca_certificate(settings),
+        ca_file=logging_stack.FILEBEAT_CA_HOST, container_ca=logging_stack.FILEBEAT_CA))
     config.step("install-packages", ["install-packages", "docker.io", "python3-boto3"])
     config.step("create-run-dir", ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/app.conf"])
     config.step("reload-systemd", ["systemctl", "daemon-reload"])
@@ -227,6 +229,7 @@ def _database(settings: Settings, config: CloudConfig) -> None:
         "DB_NAME": APP_DB_NAME,
         "DB_USER": APP_DB_USER,
         "DB_PASSWORD_PARAMETER": parameters.db_password(settings),
+        "SSM_KEY_ID": parameters.secret_key_alias(settings),
         "AWS_REGION": settings.region,
         "NFS_SOURCE": nfs_source(settings),
         "BACKUP_MOUNT": BACKUP_MOUNT,
@@ -288,6 +291,10 @@ def _log_server(settings: Settings, config: CloudConfig) -> None:
     config.add_script(f"{SCRIPTS}/log-stack", "log-stack.sh")
     config.add_file("/etc/logging/log-stack.env", env_file({
         "PARAMETER_PREFIX": parameters.log_secrets_prefix(settings),
+        "SSM_KEY_ID": parameters.secret_key_alias(settings),
+        "ES_ADDRESS": settings.private_ips("log")[0],
+        "CERT_DIR": logging_stack.CERT_DIR,
+        "CA_PARAMETER": parameters.log_ca_certificate(settings),
         "AWS_REGION": settings.region,
         "STACK_DIR": stack,
     }))

@@ -2,11 +2,15 @@
 workflows assume."""
 from __future__ import annotations
 
-from core.cdk import AwsProvider, Construct, LocalBackend, TerraformOutput, TerraformStack
+from core.cdk import (AwsProvider, Construct, DataAwsCallerIdentity, LocalBackend,
+                      TerraformOutput, TerraformStack)
 from core.settings import Settings
 from modules.container_repository import ContainerRepository, ContainerRepositoryConfig
-from modules.github_oidc import GithubOidc, GithubOidcConfig
-from modules.state_bucket import StateBucket, StateBucketConfig
+from modules.github_oidc import EnvironmentAccess, GithubOidc, GithubOidcConfig
+from modules.permissions_boundary import (PermissionsBoundary, PermissionsBoundaryConfig,
+                                          environment_guardrails)
+from modules.state_bucket import StateBucket, StateBucketConfig, state_key_alias
+from provisioning import parameters
 
 
 class BootstrapStack(TerraformStack):
@@ -20,13 +24,32 @@ class BootstrapStack(TerraformStack):
             "Project": shared.project, "ManagedBy": "cdktf", "Stack": id}}])
         # The bucket cannot hold the state of the stack that creates it.
         LocalBackend(self, path="terraform.tfstate")
-        bucket = StateBucket(self, "state", StateBucketConfig(bucket=shared.state_bucket))
+        account = DataAwsCallerIdentity(self, "account")
+        bucket = StateBucket(self, "state", StateBucketConfig(
+            bucket=shared.state_bucket, account_id=account.account_id, region=shared.region,
+            key_alias=state_key_alias(shared.project)))
         images = ContainerRepository(self, "app-images", ContainerRepositoryConfig(
             name=shared.app_repository_name))
+        access = {}
+        for settings in environments:
+            guardrails = tuple(environment_guardrails(
+                settings.project, settings.environment,
+                tuple(other.environment for other in environments if other is not settings),
+                bucket.bucket_arn))
+            boundary = PermissionsBoundary(self, f"{settings.environment}-boundary",
+                                           PermissionsBoundaryConfig(
+                                               project=settings.project,
+                                               environment=settings.environment,
+                                               guardrails=guardrails))
+            access[settings.environment] = EnvironmentAccess(
+                boundary_arn=boundary.arn, guardrails=guardrails,
+                secret_parameter_arns=tuple(
+                    f"arn:aws:ssm:*:*:parameter{parameter.name}"
+                    for parameter in parameters.catalog(settings) if parameter.secret))
         github = GithubOidc(self, "github", GithubOidcConfig(
             repository=shared.github_repository, project=shared.project,
-            environments=tuple(env.environment for env in environments),
-            state_bucket_arn=bucket.bucket_arn,
+            environments=access, state_bucket_arn=bucket.bucket_arn,
+            state_key_arn=bucket.key_arn,
             existing_provider_arn=shared.github_oidc_provider_arn,
             image_push_statements=images.push_statements))
         TerraformOutput(self, "state_bucket", value=bucket.bucket_name)

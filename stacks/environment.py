@@ -1,15 +1,18 @@
 """One environment of the design: network, security groups, five kinds of host, NFS storage."""
 from __future__ import annotations
 
-from core.cdk import (AwsProvider, DataAwsEcrRepository, S3Backend, TerraformOutput,
-                      TerraformStack)
+from core.cdk import (AwsProvider, DataAwsCallerIdentity, DataAwsEcrRepository, IamStatement,
+                      S3Backend, TerraformOutput, TerraformStack)
 from core.settings import KIBANA_PORT, ROLES, Settings
 from modules.container_repository import pull_statements
 from modules.host import Host, HostConfig, UbuntuAmi
 from modules.host_role import HostRole, HostRoleConfig
 from modules.network import Network, NetworkConfig
 from modules.nfs_storage import NfsStorage, NfsStorageConfig
+from modules.parameter_key import ParameterKey, ParameterKeyConfig
+from modules.permissions_boundary import boundary_arn
 from modules.security_groups import SecurityGroups, SecurityGroupsConfig
+from modules.state_bucket import state_key_alias
 from provisioning import parameters, user_data
 
 # Hosts whose loss loses data: protected from termination when settings.protect_data is on.
@@ -26,17 +29,21 @@ class EnvironmentStack(TerraformStack):
             "Project": settings.project, "Environment": settings.environment,
             "ManagedBy": "cdktf", **settings.tags}}])
         S3Backend(self, bucket=settings.state_bucket, region=settings.region, encrypt=True,
-                  key=f"{settings.environment}/terraform.tfstate")
+                  key=f"{settings.environment}/terraform.tfstate",
+                  kms_key_id=state_key_alias(settings.project))
         # S3-native state locking (Terraform >= 1.10): no DynamoDB table to create.
         self.add_override("terraform.backend.s3.use_lockfile", True)
 
+        # Made by the bootstrap stack: the deploy role manages only roles that carry it.
+        account = DataAwsCallerIdentity(self, "account")
+        boundary = boundary_arn(account.account_id, settings.project, settings.environment)
         network = Network(self, "network", NetworkConfig(
             name=prefix, vpc_cidr=settings.network.vpc_cidr,
             public_subnet_cidr=settings.network.public_subnet_cidr,
             private_subnet_cidr=settings.network.private_subnet_cidr,
             availability_zone=settings.availability_zone,
             flow_log_retention_days=settings.network.flow_log_retention_days,
-            nat_private_ip=settings.nat_private_ip))
+            nat_private_ip=settings.nat_private_ip, permissions_boundary=boundary))
         groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
             name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
         # One image lookup per architecture in use: Graviton types (t4g...) need arm64.
@@ -53,13 +60,14 @@ class EnvironmentStack(TerraformStack):
                                           name=settings.app_repository_name)
 
         hosts: dict[str, Host] = {}
+        identities: dict[str, HostRole] = {}
         for role in ROLES:
             statements = _permissions(settings, role)
             if role == "app":
                 # APP hosts pull the app image with their own role: no registry credential.
                 statements += pull_statements(app_images.arn)
-            identity = HostRole(self, f"{role}-identity", HostRoleConfig(
-                name=f"{prefix}-{role}", statements=statements))
+            identity = identities[role] = HostRole(self, f"{role}-identity", HostRoleConfig(
+                name=f"{prefix}-{role}", statements=statements, permissions_boundary=boundary))
             subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
             for name, address in zip(settings.host_names(role), settings.private_ips(role)):
                 hosts[name] = Host(self, name, HostConfig(
@@ -76,6 +84,15 @@ class EnvironmentStack(TerraformStack):
                     public_address_after=(network.internet_gateway,) if role == "lb" else (),
                     boot_after=() if role == "lb" else tuple(network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
+        ParameterKey(self, "parameter-key", ParameterKeyConfig(
+            alias=parameters.secret_key_alias(settings), account_id=account.account_id,
+            region=settings.region,
+            writers={identity.role_arn: _parameter_arns(settings, role, writer=True)
+                     for role, identity in identities.items()
+                     if _parameter_arns(settings, role, writer=True)},
+            readers={identity.role_arn: _parameter_arns(settings, role, reader=True)
+                     for role, identity in identities.items()
+                     if _parameter_arns(settings, role, reader=True)}))
 
         TerraformOutput(self, "lb_public_ip", value=hosts["LB-01"].public_ip,
                         description="Point the domain's DNS A record here")
@@ -89,29 +106,35 @@ class EnvironmentStack(TerraformStack):
         TerraformOutput(self, "db_password_parameter", value=parameters.db_password(settings))
 
 
-def _permissions(settings: Settings, role: str) -> list[dict]:
-    """IAM statements beyond SSM access, per role: the secrets hosts create and share.
+def _parameter_arns(settings: Settings, role: str, *, writer: bool = False,
+                    reader: bool = False) -> list[str]:
+    """The ARNs of the parameters ``role`` writes, or reads without writing them."""
+    return [f"arn:aws:ssm:{settings.region}:*:parameter{parameter.name}"
+            for parameter in parameters.catalog(settings)
+            if (writer and parameter.writer == role)
+            or (reader and role in parameter.readers and parameter.writer != role)]
 
-    Each secret is written only by the host that generates it at first boot and read only by
-    the hosts that use it (names in provisioning/parameters.py). SecureStrings use the AWS
-    managed key aws/ssm, whose key policy already admits calls made through SSM.
+
+def _permissions(settings: Settings, role: str) -> list:
+    """IAM statements beyond SSM access, per role: the parameters it writes and reads.
+
+    Built from provisioning/parameters.py's catalog. AmazonSSMManagedInstanceCore allows
+    ssm:GetParameter(s) on every parameter of the account: the explicit deny takes back all
+    but the role's own, and the environment's key policy names the same parameters.
     """
-    def arns(*names: str) -> list[str]:
-        return [f"arn:aws:ssm:{settings.region}:*:parameter{name}" for name in names]
-
-    if role == "db":
-        # DB-01 generates the app's database password and is its only writer.
-        return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
-                 "resources": arns(parameters.db_password(settings))}]
-    if role == "log":
-        # LOG-01 generates Elasticsearch's and Kibana's secrets.
-        return [{"actions": ["ssm:PutParameter", "ssm:GetParameter"],
-                 "resources": arns(f"{parameters.log_secrets_prefix(settings)}/*")}]
-    if role == "app":
-        # The app's database password, Filebeat's password for Elasticsearch, and the image
-        # the last rolling update deployed (read at first boot; only the pipeline writes it).
-        return [{"actions": ["ssm:GetParameter"],
-                 "resources": arns(parameters.db_password(settings),
-                                   parameters.filebeat_password(settings),
-                                   parameters.deployed_image(settings))}]
-    return []
+    written = _parameter_arns(settings, role, writer=True)
+    readable = written + _parameter_arns(settings, role, reader=True)
+    statements = []
+    if written:
+        statements.append({"sid": "WriteOwnParameters",
+                           "actions": ["ssm:PutParameter", "ssm:GetParameter"],
+                           "resources": written})
+    if readable != written:
+        statements.append({"sid": "ReadSharedParameters", "actions": ["ssm:GetParameter"],
+                           "resources": readable[len(written):]})
+    # A struct, not a dict: jsii drops the snake_case keys of dicts inside lists.
+    statements.append(IamStatement(sid="NoOtherParameters", effect="Deny",
+                                   actions=["ssm:GetParameter*"],
+                                   **({"not_resources": readable} if readable
+                                      else {"resources": ["*"]})))
+    return statements

@@ -1,10 +1,15 @@
 #!/bin/bash
 # log-stack: start Elasticsearch and Kibana on LOG-01 and prepare them for the app's logs.
 #
-#   log-stack up        size the JVMs, fetch or create the passwords (SSM), start both
-#                       containers, then configure Elasticsearch: users, the writer role
-#                       Filebeat uses, the index template and the lifecycle policy that
-#                       deletes old logs; and Kibana's data view. Safe to run again.
+#   log-stack up        make the TLS certificates, size the JVMs, fetch or create the
+#                       passwords (SSM), start both containers, then configure
+#                       Elasticsearch: users, the writer role Filebeat uses, the index
+#                       template and the lifecycle policy that deletes old logs; and
+#                       Kibana's data view. Safe to run again.
+#   log-stack certificates
+#                       first run: a CA and Elasticsearch's HTTPS certificate for
+#                       ES_ADDRESS (CERT_DIR); every run: publish the CA certificate to the
+#                       SSM parameter CA_PARAMETER, where Filebeat on the APP hosts reads it
 #   log-stack memory    print the heap sizes this host gets, in MiB
 #
 # Settings come from the environment, else from /etc/logging/log-stack.env (user data).
@@ -19,7 +24,13 @@ load_defaults "$CONFIG_FILE"
 : "${STACK_DIR:=/opt/logging}"
 : "${RUN_DIR:=/run/logging}"
 : "${MEMINFO:=/proc/meminfo}"
-: "${ES_URL:=http://127.0.0.1:9200}"
+: "${ES_URL:=https://127.0.0.1:9200}"
+: "${ES_ADDRESS:=}"
+: "${CERT_DIR:=/etc/logging/certs}"
+: "${CA_PARAMETER:=}"
+: "${CERT_DAYS:=825}"
+# Elasticsearch's user and group inside its container: it must read its private key.
+: "${ES_KEY_OWNER:=1000:0}"
 : "${KIBANA_URL:=http://127.0.0.1:5601}"
 : "${SSM_PARAMETER:=/usr/local/sbin/ssm-parameter}"
 : "${PARAMETER_PREFIX:=}"
@@ -39,6 +50,50 @@ memory() {
     es_mib=$((total_mib / 2 - kibana_mib))
     ((es_mib >= 512)) || es_mib=512
     printf 'ES_HEAP_MB=%s\nKIBANA_HEAP_MB=%s\n' "$es_mib" "$kibana_mib"
+}
+
+# The CA signs one certificate and its key is then deleted: nothing else can ever be signed
+# with it. Renewal (after CERT_DAYS): remove CERT_DIR, run `log-stack up`, restart Filebeat.
+make_certificates() {
+    local work
+    work=$(mktemp -d "$CERT_DIR/.new.XXXXXX")
+    (
+        umask 077
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -days "$CERT_DAYS" -subj "/CN=Elasticsearch CA on $ES_ADDRESS" \
+            -addext "basicConstraints=critical,CA:TRUE,pathlen:0" \
+            -addext "keyUsage=critical,keyCertSign,cRLSign" \
+            -keyout "$work/ca.key" -out "$work/ca.crt" 2>/dev/null
+        openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+            -subj "/CN=$ES_ADDRESS" -keyout "$work/http.key" -out "$work/http.csr" 2>/dev/null
+        # The APP hosts connect to the address; Kibana (same host) to "elasticsearch".
+        printf '%s\n' "subjectAltName=IP:$ES_ADDRESS,IP:127.0.0.1,DNS:localhost,DNS:elasticsearch" \
+            'basicConstraints=critical,CA:FALSE' \
+            'keyUsage=critical,digitalSignature' 'extendedKeyUsage=serverAuth' >"$work/http.ext"
+        openssl x509 -req -in "$work/http.csr" -CA "$work/ca.crt" -CAkey "$work/ca.key" \
+            -set_serial "0x$(openssl rand -hex 16)" -days "$CERT_DAYS" \
+            -extfile "$work/http.ext" -out "$work/http.crt" 2>/dev/null
+    ) || { rm -rf -- "$work"; die "cannot make the certificates in $CERT_DIR"; }
+    rm -f -- "$work/ca.key" "$work/http.csr" "$work/http.ext"
+    chmod 0644 "$work/ca.crt" "$work/http.crt"
+    chown "$ES_KEY_OWNER" "$work/http.key"
+    chmod 0440 "$work/http.key"
+    mv -- "$work/ca.crt" "$work/http.crt" "$work/http.key" "$CERT_DIR/"
+    rmdir -- "$work"
+    log "made a CA and the HTTPS certificate of $ES_ADDRESS"
+}
+
+certificates() {
+    [[ -n $ES_ADDRESS ]] || die "ES_ADDRESS must be LOG-01's private address"
+    install -d -m 0755 "$CERT_DIR"
+    if [[ ! -s $CERT_DIR/ca.crt || ! -s $CERT_DIR/http.crt || ! -s $CERT_DIR/http.key ]]; then
+        make_certificates
+    fi
+    if [[ -n $CA_PARAMETER ]]; then
+        "$SSM_PARAMETER" put "$CA_PARAMETER" --file "$CERT_DIR/ca.crt" ||
+            die "cannot publish the CA certificate to $CA_PARAMETER"
+        log "CA certificate published to SSM $CA_PARAMETER"
+    fi
 }
 
 # secret NAME: the value of PARAMETER_PREFIX/NAME, created at random on first use.
@@ -73,7 +128,7 @@ compose() {
 request() {
     local method=$1 url=$2 body=${3:-}
     local options=(--silent --show-error --fail-with-body --max-time 60
-        --config "$RUN_DIR/curl-auth" --request "$method"
+        --config "$RUN_DIR/curl-auth" --cacert "$CERT_DIR/ca.crt" --request "$method"
         --header 'Content-Type: application/json' --header 'kbn-xsrf: log-stack')
     if [[ -n $body ]]; then options+=(--data-binary "@$body"); fi
     curl "${options[@]}" "$url" >/dev/null
@@ -82,7 +137,7 @@ request() {
 wait_for() {
     local what=$1 url=$2 deadline=$((SECONDS + WAIT_SECONDS))
     until curl --silent --fail --output /dev/null --max-time 5 --config "$RUN_DIR/curl-auth" \
-        "$url"; do
+        --cacert "$CERT_DIR/ca.crt" "$url"; do
         ((SECONDS < deadline)) || die "$what did not answer within ${WAIT_SECONDS}s"
         sleep 5
     done
@@ -105,6 +160,7 @@ configure_elasticsearch() {
 }
 
 up() {
+    certificates
     write_compose_env
     log "starting Elasticsearch"
     compose up --detach --wait elasticsearch
@@ -119,9 +175,10 @@ up() {
 
 case ${1:-} in
     up) up ;;
+    certificates) certificates ;;
     memory) memory ;;
     *)
-        sed -n '2,9s/^# \{0,1\}//p' "$0" >&2
+        sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
         exit 2
         ;;
 esac

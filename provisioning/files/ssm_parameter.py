@@ -5,8 +5,13 @@
     ssm-parameter ensure NAME                 print the value, first creating a random one
                                               if the parameter does not exist yet
 
+    ssm-parameter put NAME --file FILE        store FILE's text as a plain String (not a
+                                              secret: a CA certificate), replacing it
+
 ``--env VAR`` prints ``VAR=value`` instead (a Docker or systemd environment file) and
-``--output FILE`` writes it to FILE, mode 0600, instead of stdout.
+``--output FILE`` writes it to FILE, mode 0600, instead of stdout. ``ensure`` encrypts with
+``--key-id`` (default ``$SSM_KEY_ID``), the environment's own KMS key, whose key policy names
+the roles that may decrypt each parameter.
 
 Secrets are generated on the host that owns them (DB-01, LOG-01) and never pass through user
 data, Terraform or its state. ``ensure`` never overwrites: a replaced host finds the existing
@@ -50,7 +55,7 @@ def get(client, name: str, wait_seconds: float = 0, sleep=time.sleep,
         sleep(min(WAIT_INTERVAL_SECONDS, max(deadline - clock(), 0)))
 
 
-def ensure(client, name: str, description: str = "") -> str:
+def ensure(client, name: str, description: str = "", key_id: str | None = None) -> str:
     """The value of ``name``, created first as a random SecureString if it does not exist."""
     try:
         return get(client, name)
@@ -58,8 +63,12 @@ def ensure(client, name: str, description: str = "") -> str:
         if _error_code(error) != "ParameterNotFound":
             raise
     value = secrets.token_urlsafe(GENERATED_BYTES)
+    # Without a key, SSM would use aws/ssm, which any principal of the account may use.
+    if not key_id:
+        raise ValueError("no KMS key for the SecureString: pass --key-id or set SSM_KEY_ID")
     try:
         client.put_parameter(Name=name, Value=value, Type="SecureString", Overwrite=False,
+                             KeyId=key_id,
                              Description=description or "Generated on its host; see docs/hosts.md")
         return value
     except Exception as error:
@@ -67,6 +76,12 @@ def ensure(client, name: str, description: str = "") -> str:
             raise
     # Another host created it between our get and put: theirs is the one in use.
     return get(client, name)
+
+
+def put(client, name: str, text: str) -> None:
+    """Store ``text`` as a plain String parameter, replacing the previous value."""
+    client.put_parameter(Name=name, Value=text, Type="String", Overwrite=True,
+                         Description="Published by its host; see docs/hosts.md")
 
 
 def write_output(text: str, path: str | None) -> None:
@@ -87,20 +102,29 @@ def write_output(text: str, path: str | None) -> None:
 
 def main(argv: list[str] | None = None, client=None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-parameter", description=__doc__.splitlines()[0])
-    parser.add_argument("action", choices=["get", "ensure"])
+    parser.add_argument("action", choices=["get", "ensure", "put"])
     parser.add_argument("name", help="parameter name, e.g. /webapp/production/db/password")
     parser.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                         help="get: wait this long for the parameter to exist (default 0)")
     parser.add_argument("--env", metavar="VAR", help="print VAR=value instead of the value")
     parser.add_argument("--output", metavar="FILE", help="write to FILE (mode 0600)")
+    parser.add_argument("--key-id", default=os.environ.get("SSM_KEY_ID"),
+                        help="ensure: the KMS key of a new SecureString (default: $SSM_KEY_ID)")
+    parser.add_argument("--file", help="put: the file whose text is stored")
     parser.add_argument("--region", default=os.environ.get("AWS_REGION"),
                         help="AWS region (default: $AWS_REGION)")
     args = parser.parse_args(argv)
+    if (args.action == "put") != (args.file is not None):
+        parser.error("--file goes with put, and put needs it")
     if client is None:
         client = _client(args.region)
     try:
+        if args.action == "put":
+            with open(args.file) as stream:
+                put(client, args.name, stream.read())
+            return 0
         value = (get(client, args.name, args.wait) if args.action == "get"
-                 else ensure(client, args.name))
+                 else ensure(client, args.name, key_id=args.key_id))
     except Exception as error:
         code = _error_code(error)
         print(f"ssm-parameter: cannot {args.action} {args.name}: {code or error}",

@@ -146,6 +146,10 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("aws_iam_instance_profile", "name"): botocore_limit(
         "iam", "CreateInstanceProfile", "InstanceProfileName"),
     ("aws_iam_role_policy", "name"): botocore_limit("iam", "PutRolePolicy", "PolicyName"),
+    ("aws_iam_policy", "name"): botocore_limit("iam", "CreatePolicy", "PolicyName"),
+    ("aws_iam_policy", "description"): botocore_limit("iam", "CreatePolicy", "Description"),
+    ("aws_kms_key", "description"): botocore_limit("kms", "CreateKey", "Description"),
+    ("aws_kms_alias", "name"): botocore_limit("kms", "CreateAlias", "AliasName"),
     ("aws_iam_openid_connect_provider", "url"): botocore_limit(
         "iam", "CreateOpenIDConnectProvider", "Url"),
     ("aws_iam_openid_connect_provider", "client_id_list"): botocore_limit(

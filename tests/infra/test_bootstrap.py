@@ -28,7 +28,11 @@ def test_state_bucket_is_versioned_encrypted_private_and_kept(bootstrap):
     versioning = only(bootstrap, "aws_s3_bucket_versioning")
     assert versioning["versioning_configuration"] == {"status": "Enabled"}
     (rule,) = only(bootstrap, "aws_s3_bucket_server_side_encryption_configuration")["rule"]
-    assert rule["apply_server_side_encryption_by_default"] == {"sse_algorithm": "aws:kms"}
+    (key_id,) = resources(bootstrap, "aws_kms_key")
+    assert rule["apply_server_side_encryption_by_default"] == {
+        "sse_algorithm": "aws:kms", "kms_master_key_id": f"${{aws_kms_key.{key_id}.arn}}"}
+    # Per-object encryption context: the roles' policies scope the key to their prefix.
+    assert rule["bucket_key_enabled"] is False
     block = only(bootstrap, "aws_s3_bucket_public_access_block")
     assert all(block[flag] is True for flag in (
         "block_public_acls", "block_public_policy", "ignore_public_acls",
@@ -83,16 +87,17 @@ def test_deploy_role_cannot_manage_the_github_roles(bootstrap):
     assert not any(name.startswith("webapp-") for name in roles)
 
 
-def test_plan_role_is_read_only_and_cannot_read_secrets(bootstrap):
-    attachments = [a["policy_arn"] for a in
-                   resources(bootstrap, "aws_iam_role_policy_attachment").values()]
-    assert attachments.count("arn:aws:iam::aws:policy/ReadOnlyAccess") == 2
-    documents = bootstrap["data"]["aws_iam_policy_document"]
-    plan = next(d for k, d in documents.items()
-                if k.startswith("github_production-plan-permissions"))
-    deny = next(s for s in plan["statement"] if s.get("effect") == "Deny")
-    assert deny["actions"] == ["ssm:GetParameter*"]
-    writes = next(s for s in plan["statement"] if s.get("effect") != "Deny")
+def test_plan_role_reads_descriptions_and_writes_only_its_lock(bootstrap):
+    """Who reads what is evaluated in test_least_privilege.py; here, the shape."""
+    attachments = {a["role"]: a["policy_arn"] for a in
+                   resources(bootstrap, "aws_iam_role_policy_attachment").values()}
+    assert not any("plan" in role for role in attachments)  # no ReadOnlyAccess
+    plan = policy_document(bootstrap, "github_production-plan-permissions")
+    actions = {a for s in plan["statement"] for a in s["actions"]}
+    assert not {a for a in actions if a.split(":")[1].startswith(
+        ("Put", "Delete", "Create", "Update"))} - {"s3:PutObject", "s3:DeleteObject"}
+    assert not any(a.startswith(("ssm:", "secretsmanager:", "dynamodb:")) for a in actions)
+    writes = next(s for s in plan["statement"] if s.get("sid") == "StateLock")
     bucket = next(iter(resources(bootstrap, "aws_s3_bucket")))
     assert writes["resources"] == [f"${{aws_s3_bucket.{bucket}.arn}}/production/*.tflock"]
 
@@ -243,8 +248,11 @@ def test_each_deploy_role_may_push_to_the_app_repository_only(bootstrap, environ
                 if p["name"] == "push-app-image-permissions"]
     assert len(policies) == 2
     # The plan roles never push.
+    from modules.container_repository import LOGIN_ACTION, PUSH_ACTIONS
+
     plan = policy_document(bootstrap, f"github_{environment}-plan-permissions")
-    assert not any(a.startswith("ecr:") for s in plan["statement"] for a in s["actions"])
+    granted = {a for s in plan["statement"] for a in s["actions"]}
+    assert not {LOGIN_ACTION, *PUSH_ACTIONS} & granted
 
 
 def test_every_ecr_action_granted_exists_in_ecr():

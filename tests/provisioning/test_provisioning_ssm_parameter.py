@@ -33,15 +33,22 @@ def ssm(monkeypatch):
         yield boto3.client("ssm", region_name="eu-west-1")
 
 
+KEY = "alias/webapp-test-parameters"
+
+
 def test_ensure_creates_a_random_secure_string_once(ssm, capsys):
-    assert ssm_parameter.main(["ensure", NAME], client=ssm) == 0
+    boto3.client("kms", region_name="eu-west-1").create_alias(
+        AliasName=KEY, TargetKeyId=boto3.client("kms", region_name="eu-west-1").create_key()[
+            "KeyMetadata"]["KeyId"])
+    assert ssm_parameter.main(["ensure", NAME, "--key-id", KEY], client=ssm) == 0
     created = capsys.readouterr().out.strip()
 
-    assert ssm_parameter.main(["ensure", NAME], client=ssm) == 0
+    assert ssm_parameter.main(["ensure", NAME, "--key-id", KEY], client=ssm) == 0
     assert capsys.readouterr().out.strip() == created
 
-    parameter = ssm.get_parameter(Name=NAME)["Parameter"]
+    parameter = ssm.describe_parameters()["Parameters"][0]
     assert parameter["Type"] == "SecureString"
+    assert parameter["KeyId"] == KEY  # the environment's key, never aws/ssm
     assert ssm.get_parameter(Name=NAME, WithDecryption=True)["Parameter"]["Value"] == created
     assert len(created) == 43 and created.replace("-", "").replace("_", "").isalnum()
 
@@ -52,6 +59,23 @@ def test_ensure_keeps_a_value_that_already_exists(ssm, capsys):
     assert ssm_parameter.main(["ensure", NAME], client=ssm) == 0
 
     assert capsys.readouterr().out == "set-by-the-first-db-host\n"
+
+
+def test_ensure_refuses_to_create_a_secret_under_the_shared_key(ssm, capsys, monkeypatch):
+    monkeypatch.delenv("SSM_KEY_ID", raising=False)
+    assert ssm_parameter.main(["ensure", NAME], client=ssm) == 1
+
+    assert "pass --key-id or set SSM_KEY_ID" in capsys.readouterr().err
+    assert ssm.describe_parameters()["Parameters"] == []
+
+
+def test_put_publishes_a_plain_string_and_replaces_it(ssm, tmp_path):
+    certificate = tmp_path / "ca.crt"
+    for text in ("first\n", "second\n"):
+        certificate.write_text(text)
+        assert ssm_parameter.main(["put", NAME, "--file", str(certificate)], client=ssm) == 0
+    parameter = ssm.get_parameter(Name=NAME)["Parameter"]
+    assert (parameter["Type"], parameter["Value"]) == ("String", "second\n")
 
 
 def test_get_of_a_missing_parameter_fails_with_its_name(ssm, capsys):
@@ -111,7 +135,8 @@ def test_get_gives_up_when_the_wait_is_over():
 
 
 def test_ensure_takes_the_other_hosts_value_when_both_create_at_once():
-    assert ssm_parameter.ensure(FlakyClient(appears_after=1), NAME) == "made-by-the-other-host"
+    assert ssm_parameter.ensure(FlakyClient(appears_after=1), NAME,
+                                key_id="alias/k") == "made-by-the-other-host"
 
 
 def test_a_denied_read_is_reported_as_such(capsys):

@@ -149,7 +149,9 @@ def test_no_secret_is_written_in_the_user_data(settings, host):
     for entry in document["write_files"]:
         if entry["path"].endswith(".env"):
             for key, value in env_values(entry["content"]).items():
-                if re.search("PASSWORD|SECRET|KEY", key):
+                if key.endswith("_KEY_ID"):
+                    assert value.startswith("alias/"), (key, value)  # a KMS key's name
+                elif re.search("PASSWORD|SECRET|KEY", key):
                     # Only the names of SSM parameters, never a value.
                     assert key.endswith("_PARAMETER") and value.startswith(
                         f"/{settings.project}/{settings.environment}/"), (key, value)
@@ -303,7 +305,9 @@ def test_filebeat_ships_the_app_container_logs_to_log_01(cloud_configs):
                                            "/etc/filebeat/filebeat.yml")["content"])
 
     output = filebeat["output.elasticsearch"]
-    assert output == {"hosts": ["http://10.0.2.12:9200"], "username": "filebeat_writer",
+    assert output == {"hosts": ["https://10.0.2.12:9200"], "username": "filebeat_writer",
+                      "ssl.certificate_authorities": ["/usr/share/filebeat/certs/ca.crt"],
+                      "ssl.verification_mode": "full",
                       "password": "${ES_PASSWORD}", "index": "app-logs-production"}
     (source,) = filebeat["filebeat.inputs"]
     assert source["type"] == "filestream"
@@ -565,6 +569,9 @@ def test_log_01_starts_the_stack_with_its_secrets_in_ssm(cloud_configs):
     settings = env_values(written_file(config, "/etc/logging/log-stack.env")["content"])
 
     assert settings == {"PARAMETER_PREFIX": "/webapp/production/logs",
+                        "SSM_KEY_ID": "alias/webapp-production-parameters",
+                        "ES_ADDRESS": "10.0.2.12", "CERT_DIR": "/etc/logging/certs",
+                        "CA_PARAMETER": "/webapp/production/log-ca/certificate",
                         "AWS_REGION": "eu-west-1", "STACK_DIR": "/opt/logging"}
     assert boot_steps(config)[-1] == ["log-stack", "up"]
     assert written_file(config, "/etc/sysctl.d/60-elasticsearch.conf")["content"] == (

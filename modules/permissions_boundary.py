@@ -1,0 +1,139 @@
+"""The ceiling of every role an environment's deploy role creates, and the limits it shares.
+
+The deploy role may create and change IAM roles named with its environment's prefix only when
+they carry this boundary (``github_oidc.py``). Whatever policy it then attaches, such a role
+can do no more than the environment's hosts need: never IAM or STS, nor anything of the other
+environments' hosts, parameters, keys or state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.cdk import Construct, DataAwsIamPolicyDocument, IamPolicy
+
+# Instance and volume changes that would stop, replace or reach into a host. Each action's
+# instance and volume resources support aws:ResourceTag (AWS's service authorization pages).
+HOST_MUTATIONS = [
+    "ec2:TerminateInstances", "ec2:StopInstances", "ec2:StartInstances",
+    "ec2:RebootInstances", "ec2:ModifyInstanceAttribute", "ec2:ModifyInstanceMetadataOptions",
+    "ec2:AssociateIamInstanceProfile", "ec2:ReplaceIamInstanceProfileAssociation",
+    "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume",
+]
+# Key changes that would let a principal decrypt or destroy another environment's secrets.
+KEY_CHANGES = ["kms:PutKeyPolicy", "kms:CreateGrant", "kms:ScheduleKeyDeletion",
+               "kms:DisableKey", "kms:ReplicateKey"]
+REMOTE_SHELL = ["ssm:SendCommand", "ssm:StartSession"]
+
+# The most any role of an environment may ever do: what its hosts and its VPC flow logs need,
+# as (resources, actions), "*" where IAM cannot scope the action. The SSM agent's part is
+# AmazonSSMManagedInstanceCore without ssm:GetParameter(s) (the parameters come from the
+# OwnParameters statement). A host needing a new service (S3 for backups, say) adds one line
+# here and one in its own role's statements.
+INSTANCES = ("arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:managed-instance/*")
+CEILING = (
+    (("*",), ("ssm:GetDeployablePatchSnapshotForInstance", "ssm:GetManifest",
+              "ssm:ListAssociations", "ssm:PutConfigurePackageResult", "ssm:PutInventory",
+              "ssmmessages:CreateControlChannel", "ssmmessages:CreateDataChannel",
+              "ssmmessages:OpenControlChannel", "ssmmessages:OpenDataChannel",
+              "ec2messages:AcknowledgeMessage", "ec2messages:DeleteMessage",
+              "ec2messages:FailMessage", "ec2messages:GetEndpoint", "ec2messages:GetMessages",
+              "ec2messages:SendReply", "ecr:GetAuthorizationToken")),
+    (INSTANCES, ("ssm:UpdateInstanceInformation", "ssm:ListInstanceAssociations",
+                 "ssm:PutComplianceItems")),
+    ((*INSTANCES, "arn:aws:ssm:*:*:association/*", "arn:aws:ssm:*:*:document/*"),
+     ("ssm:DescribeAssociation",)),
+    (("arn:aws:ssm:*:*:document/*",), ("ssm:DescribeDocument", "ssm:GetDocument")),
+    (("arn:aws:ssm:*:*:document/*", *INSTANCES), ("ssm:UpdateAssociationStatus",)),
+    (("arn:aws:ssm:*:*:association/*", *INSTANCES), ("ssm:UpdateInstanceAssociationStatus",)),
+    (("arn:aws:kms:*:*:key/*",), ("kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey")),
+    (("arn:aws:ecr:*:*:repository/*",), ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer")),
+    (("arn:aws:logs:*:*:log-group:*",), ("logs:CreateLogStream", "logs:PutLogEvents",
+                                         "logs:DescribeLogStreams")),
+)
+
+
+def boundary_name(project: str, environment: str) -> str:
+    """The boundary's policy name. No deploy role may change any IAM policy, whatever its name."""
+    return f"{project}-{environment}-role-boundary"
+
+
+def boundary_arn(account_id: str, project: str, environment: str) -> str:
+    return f"arn:aws:iam::{account_id}:policy/{boundary_name(project, environment)}"
+
+
+def environment_guardrails(project: str, environment: str, others: tuple[str, ...],
+                           state_bucket_arn: str) -> list[dict]:
+    """Deny statements that keep a principal of ``environment`` out of every other one.
+
+    Hosts are told apart by their ``Environment`` tag (every resource of an environment stack
+    carries it); a host without the tag counts as another environment's.
+    """
+    statements = [
+        {"sid": "OwnHostsOnlyShell", "effect": "Deny", "actions": REMOTE_SHELL,
+         "resources": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:managed-instance/*"],
+         "condition": [{"test": "StringNotEquals", "variable": "ssm:resourceTag/Environment",
+                        "values": [environment]}]},
+        {"sid": "OwnHostsOnlyChanges", "effect": "Deny", "actions": HOST_MUTATIONS,
+         "resources": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
+         "condition": [{"test": "StringNotEquals", "variable": "aws:ResourceTag/Environment",
+                        "values": [environment]}]},
+        # Retagging another environment's host would make it this one's. Tags set while
+        # creating a resource (ec2:CreateAction present) are not changes to deny.
+        {"sid": "OwnHostsOnlyTags", "effect": "Deny",
+         "actions": ["ec2:CreateTags", "ec2:DeleteTags"],
+         "resources": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ec2:*:*:volume/*"],
+         "condition": [{"test": "StringNotEquals", "variable": "aws:ResourceTag/Environment",
+                        "values": [environment]},
+                       {"test": "Null", "variable": "ec2:CreateAction", "values": ["true"]}]},
+        {"sid": "OwnKeysOnly", "effect": "Deny", "actions": KEY_CHANGES,
+         "resources": ["arn:aws:kms:*:*:key/*"],
+         "condition": [{"test": "StringNotEquals", "variable": "aws:ResourceTag/Environment",
+                        "values": [environment]}]},
+    ]
+    if others:
+        statements += [
+            {"sid": "OtherParametersNever", "effect": "Deny",
+             "actions": ["ssm:GetParameter*", "ssm:PutParameter", "ssm:DeleteParameter*",
+                         "ssm:LabelParameterVersion"],
+             "resources": [f"arn:aws:ssm:*:*:parameter/{project}/{other}/*"
+                           for other in others]},
+            {"sid": "OtherStateNever", "effect": "Deny",
+             "actions": ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"],
+             "resources": [f"{state_bucket_arn}/{other}/*" for other in others]},
+        ]
+    return statements
+
+
+@dataclass(frozen=True)
+class PermissionsBoundaryConfig:
+    """Inputs of :class:`PermissionsBoundary`.
+
+    project, environment: name the boundary (``boundary_name``).
+    guardrails: the environment's deny statements (``environment_guardrails``).
+    """
+
+    project: str
+    environment: str
+    guardrails: tuple[dict, ...]
+
+
+class PermissionsBoundary(Construct):
+    """A managed policy: what the environment's hosts and flow logs need (``CEILING``), within
+    the environment's guardrails; never IAM, STS, Organizations or the account."""
+
+    def __init__(self, scope: Construct, id: str, config: PermissionsBoundaryConfig):
+        super().__init__(scope, id)
+        document = DataAwsIamPolicyDocument(self, "document", statement=[
+            *({"sid": f"Ceiling{number}", "actions": list(actions),
+               "resources": list(resources)}
+              for number, (resources, actions) in enumerate(CEILING)),
+            {"sid": "OwnParameters", "actions": ["ssm:GetParameter", "ssm:PutParameter"],
+             "resources": [f"arn:aws:ssm:*:*:parameter/{config.project}/"
+                           f"{config.environment}/*"]},
+            *config.guardrails,
+        ])
+        policy = IamPolicy(self, "policy",
+                           name=boundary_name(config.project, config.environment),
+                           description=f"Ceiling of the roles {config.environment}'s "
+                                       f"deploy role creates", policy=document.json)
+        self.arn = policy.arn
