@@ -1,7 +1,9 @@
 """A small builder for cloud-config documents: files to write and boot steps to run once.
 
-Files under ``provisioning/files/`` are embedded verbatim, so the script a test runs is the
-script a host runs. Multi-line text is emitted as YAML literal blocks, so the user data stays
+Files under ``provisioning/files/`` are embedded as they are, so the script a test runs is the
+script a host runs; only the comment lines of scripts are left out (``host_text``), because EC2
+takes 16 KB of user data and the comments are for the readers of this repository. Multi-line
+text is emitted as YAML literal blocks, so the user data stays
 readable (``python -m provisioning.user_data ENVIRONMENT HOST`` prints it).
 
 Boot steps are not cloud-init's ``runcmd``, which runs as one ``sh`` script without ``set -e``
@@ -13,9 +15,11 @@ file by name.
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import shlex
+import tokenize
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -35,6 +39,39 @@ _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 def file_text(name: str) -> str:
     """The text of ``provisioning/files/NAME``, exactly as a host receives it."""
     return (FILES_DIR / name).read_text(encoding="utf-8")
+
+
+# A here-document's lines are data, not shell: a script holding one is embedded whole.
+_HEREDOC = re.compile(r"<<-?\s*['\"]?[A-Za-z_]")
+
+
+def host_text(name: str) -> str:
+    """``provisioning/files/NAME`` as a host receives it: a script without its comment lines."""
+    return without_comment_lines(file_text(name))
+
+
+def without_comment_lines(text: str) -> str:
+    """A script's text less its whole-line comments; any other text unchanged.
+
+    Only comments go, never code: Python's are found by its tokenizer (a ``#`` line inside a
+    string stays), and a shell script holding a here-document is kept whole. The shebang, a
+    Python encoding line and ShellCheck directives stay.
+    """
+    if not text.startswith("#!"):
+        return text
+    lines = text.splitlines(keepends=True)
+    if "python" in lines[0]:
+        comments = {token.start[0] for token in tokenize.generate_tokens(io.StringIO(text).readline)
+                    if token.type == tokenize.COMMENT and token.line.lstrip().startswith("#")}
+    elif _HEREDOC.search(text):
+        return text
+    else:
+        comments = {number for number, line in enumerate(lines, start=1)
+                    if line.lstrip().startswith("#")
+                    and not line.lstrip().startswith("# shellcheck")}
+    kept = {1, 2} if len(lines) > 1 and "coding" in lines[1] else {1}
+    return "".join(line for number, line in enumerate(lines, start=1)
+                   if number in kept or number not in comments)
 
 
 def template_text(name: str, **values) -> str:
@@ -98,11 +135,11 @@ class CloudConfig:
     def add_script(self, path: str, name: str) -> None:
         """Install ``provisioning/files/NAME`` as an executable at ``path``, and the shared
         shell library it sources, once."""
-        text = file_text(name)
+        text = host_text(name)
         self.add_file(path, text, permissions="0755")
         if SHELL_LIBRARY.name in text and not any(
                 entry["path"] == SHELL_LIBRARY_PATH for entry in self.files):
-            self.add_file(SHELL_LIBRARY_PATH, file_text(f"lib/{SHELL_LIBRARY.name}"))
+            self.add_file(SHELL_LIBRARY_PATH, host_text(f"lib/{SHELL_LIBRARY.name}"))
 
     def add_json(self, path: str, document: dict, permissions: str = "0644") -> None:
         self.add_file(path, json.dumps(document, indent=2) + "\n", permissions)
@@ -121,7 +158,7 @@ class CloudConfig:
         if len(self.steps) > 99:
             raise ValueError("more than 99 boot steps")
         runner = {"path": BOOT_STEP_PATH, "owner": "root:root", "permissions": "0755",
-                  "content": file_text("boot-step.sh")}
+                  "content": host_text("boot-step.sh")}
         steps = [{"path": f"{BOOT_STEPS_DIR}/{number:02d}-{step.name}", "owner": "root:root",
                   "permissions": "0755", "content": step.script()}
                  for number, step in enumerate(self.steps, start=1)]

@@ -20,7 +20,7 @@ from core.settings import (APP_PORT, HEALTH_AGENT_PORT, POSTGRES_PORT, ROLES, Co
                            Settings, load_environment)
 from provisioning import images, logging_stack, parameters
 from provisioning.caddy import caddy_config
-from provisioning.cloud_config import CloudConfig, env_file, file_text, template_text
+from provisioning.cloud_config import CloudConfig, env_file, file_text, host_text, template_text
 
 # Caddy's active health check of each APP host's health agent. A drained host is out of the
 # pool after one interval x fails (plus a probe's timeout); app-deploy waits that long plus
@@ -129,7 +129,7 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
     config.add_script(f"{SCRIPTS}/app-first-boot", "app-first-boot.sh")
     config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
     config.add_script(f"{SCRIPTS}/registry-login", "registry_login.py")
-    config.add_file("/usr/local/lib/health-agent/health_agent.py", file_text("health_agent.py"))
+    config.add_file("/usr/local/lib/health-agent/health_agent.py", host_text("health_agent.py"))
     config.add_file("/etc/tmpfiles.d/app.conf", "d /run/app 0755 root root -\n")
     config.add_file("/etc/app/deploy.env", env_file({
         "APP_CONTAINER": APP_CONTAINER,

@@ -183,7 +183,9 @@ def test_each_secret_is_written_by_its_owner_and_read_by_its_users(stack_json):
                              "/webapp/production/log-ca/certificate")},
         "app": {("ssm:GetParameter", "/webapp/production/db/password"),
                 ("ssm:GetParameter", "/webapp/production/logs/filebeat-password"),
-                ("ssm:GetParameter", "/webapp/production/log-ca/certificate")},
+                ("ssm:GetParameter", "/webapp/production/log-ca/certificate"),
+                # The deployed image: read at first boot, written only by the rollout.
+                ("ssm:GetParameter", "/webapp/production/app/image")},
     }
 
 

@@ -2,6 +2,7 @@
 here: cloud-init, Caddy, PostgreSQL, systemd, the Compose schema, the host scripts."""
 from __future__ import annotations
 
+import ast
 import fnmatch
 import gzip
 import json
@@ -19,7 +20,8 @@ import yaml
 from core.settings import ROLES, load_environment
 from provisioning import images, logging_stack, parameters, user_data
 from provisioning.caddy import MINIMUM_CADDY_VERSION, UPSTREAMS_ID
-from provisioning.cloud_config import CloudConfig, env_file, file_text
+from provisioning.cloud_config import (FILES_DIR, CloudConfig, env_file, file_text, host_text,
+                                       without_comment_lines)
 from tests import tools
 from tests.tools import require_tool
 from tests.provisioning.conftest import (VOLUME_ID, boot_step_files, boot_steps, render_host,
@@ -169,7 +171,7 @@ def test_each_role_writes_its_files_and_scripts_verbatim(cloud_configs, role):
     for entry in config["write_files"]:
         assert entry["owner"] == "root:root"
         if entry["path"] in EMBEDDED:
-            assert entry["content"] == file_text(EMBEDDED[entry["path"]]), entry["path"]
+            assert entry["content"] == host_text(EMBEDDED[entry["path"]]), entry["path"]
         executable = entry["path"].startswith(("/usr/local/bin/", "/usr/local/sbin/",
                                                "/var/lib/cloud/scripts/per-instance/"))
         assert entry["permissions"] == ("0755" if executable else "0644"), entry["path"]
@@ -610,3 +612,31 @@ def test_the_command_line_prints_a_hosts_user_data(capsys):
     printed = capsys.readouterr().out
     assert printed.startswith("#cloud-config\nhostname: app-2\n")
     assert user_data.main(["staging", "APP-7"]) == 2
+
+
+SCRIPTS = sorted(p.name for p in FILES_DIR.iterdir() if p.is_file()
+                 and p.read_text(encoding="utf-8").startswith("#!"))
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_script_loses_only_its_comment_lines_on_the_way_to_a_host(name):
+    original, sent = file_text(name), host_text(name)
+    if "python" in original.splitlines()[0]:
+        assert ast.dump(ast.parse(sent)) == ast.dump(ast.parse(original))
+    else:
+        subprocess.run(["bash", "-n", "-c", sent], check=True)
+        removed = [line for line in original.splitlines() if line not in sent.splitlines()]
+        assert all(line.lstrip().startswith("#") for line in removed), removed
+        directives = [line for line in original.splitlines() if "# shellcheck" in line]
+        assert all(line in sent.splitlines() for line in directives)
+
+
+def test_comment_lines_inside_a_python_string_or_a_here_document_stay():
+    python = '#!/usr/bin/env python3\n# why\nTEXT = """\n# data\n"""\nx = 1  # kept\n'
+    shell = "#!/bin/sh\n# why\ncat <<'EOF'\n# data\nEOF\n"
+
+    assert without_comment_lines(python) == (
+        '#!/usr/bin/env python3\nTEXT = """\n# data\n"""\nx = 1  # kept\n')
+    assert without_comment_lines(shell) == shell
+    assert without_comment_lines("#!/bin/sh\n  # why\necho hi\n") == "#!/bin/sh\necho hi\n"
+    assert without_comment_lines("plain # text\n# line\n") == "plain # text\n# line\n"
