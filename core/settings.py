@@ -36,6 +36,18 @@ APP_PORT = 5000
 # added to the seed's table: a host leaves the load balancer by failing this check on purpose
 # (its drain switch), with no Caddy configuration change.
 HEALTH_AGENT_PORT = 5001
+# Caddy on each load balancer answers the Network Load Balancer's health check here itself,
+# whatever the app hosts' state: the NLB asks "is this Caddy up?", Caddy asks the app hosts.
+LB_HEALTH_PORT = 8080
+LB_HEALTH_PATH = "/lb-health"
+# The NLB's health check of each LB (AWS's shortest interval and smallest thresholds: a dead
+# Caddy is out after about two intervals), and how long a deregistered LB keeps its open
+# connections before the NLB lets them go: longer than any request (IN_FLIGHT_SECONDS on the
+# app side) so that taking an LB out for maintenance fails none.
+LB_HEALTH_INTERVAL_SECONDS = 5
+LB_HEALTH_TIMEOUT_SECONDS = 2
+LB_HEALTH_THRESHOLD = 2
+LB_DEREGISTRATION_DELAY_SECONDS = 30
 POSTGRES_PORT = 5432
 NFS_PORT = 2049
 ELASTICSEARCH_PORT = 9200
