@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the user data of one host: ``python -m provisioning.user_data ENV HOST``."""
     parser = argparse.ArgumentParser(description="Print one host's cloud-config user data.")
     parser.add_argument("environment", help="a config/<environment>.yaml name")
-    parser.add_argument("host", help="LB-01, APP-1..N, DB-01, NFS-01 or LOG-01")
+    parser.add_argument("host", help="LB-01 (LB-02), APP-1..N, DB-01, NFS-01 or LOG-01")
     args = parser.parse_args(argv)
     try:
         settings = load_environment(args.environment)
@@ -377,7 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.host} is not a host of {args.environment}", file=sys.stderr)
         return 2
     volume = "<volume ID of the NFS volume, known after apply>" if role == "nfs" else None
-    sys.stdout.write(render(settings, role, args.host, nfs_volume_id=volume))
+    bucket = ("<certificate bucket, known after apply>"
+              if role == "lb" and settings.load_balancer.count > 1 else None)
+    sys.stdout.write(render(settings, role, args.host, nfs_volume_id=volume,
+                            certificate_bucket=bucket))
     return 0
 
 

@@ -289,3 +289,11 @@ def test_lb_hosts_pull_before_caddy_starts_and_sync_on_a_timer():
         assert steps[-1] == ["systemctl", "enable", "--now", "cert-sync.timer"]
         run_step = steps[names.index("docker-run")]
         assert f"{user_data.CADDY_DATA}:/data" in run_step
+
+
+def test_the_user_data_command_prints_lb_02(capsys):
+    """The command of docs/hosts.md works for LB-02 too (the bucket is named after apply)."""
+    assert user_data.main(["production", "LB-02"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["hostname"] == "lb-02"
+    assert "--wait-for" not in json.dumps(printed)  # no domain in the default configuration
