@@ -296,4 +296,7 @@ def test_the_user_data_command_prints_lb_02(capsys):
     assert user_data.main(["production", "LB-02"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["hostname"] == "lb-02"
-    assert "--wait-for" not in json.dumps(printed)  # no domain in the default configuration
+    pull = boot_steps(printed)[[s[0] for s in boot_steps(printed)].index("cert-sync")]
+    # No domain in the default configuration: nothing to wait for.
+    assert pull[pull.index("--bucket") + 1] == "<certificate bucket, known after apply>"
+    assert "--wait-for" not in pull
