@@ -36,10 +36,10 @@ lint: $(VENV)/.installed-dev
 diagrams: synth
 	$(BIN)/python scripts/diagrams.py
 
-## cost: monthly estimate of every environment, and the README's production table
+## cost: monthly estimate of every environment, and the README's tables
 cost: synth
 	$(BIN)/python scripts/cost.py
-	$(BIN)/python scripts/cost.py production --update-doc README.md
+	$(BIN)/python scripts/cost.py production staging --update-doc README.md
 
 ## bench: synthesis on both engines, side by side
 bench:

@@ -107,6 +107,14 @@ Instance = _aws("instance").Instance
 EbsVolume = _aws("ebs_volume").EbsVolume
 VolumeAttachment = _aws("volume_attachment").VolumeAttachment
 
+# the network load balancer in front of LB-01 and LB-02
+Lb = _aws("lb").Lb
+LbSubnetMapping = _aws("lb").LbSubnetMapping
+LbTargetGroup = _aws("lb_target_group").LbTargetGroup
+LbListener = _aws("lb_listener").LbListener
+LbListenerDefaultAction = _aws("lb_listener").LbListenerDefaultAction
+LbTargetGroupAttachment = _aws("lb_target_group_attachment").LbTargetGroupAttachment
+
 # identity
 IamRole = _aws("iam_role").IamRole
 IamRolePolicy = _aws("iam_role_policy").IamRolePolicy

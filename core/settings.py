@@ -36,6 +36,18 @@ APP_PORT = 5000
 # added to the seed's table: a host leaves the load balancer by failing this check on purpose
 # (its drain switch), with no Caddy configuration change.
 HEALTH_AGENT_PORT = 5001
+# Caddy on each load balancer answers the Network Load Balancer's health check here itself,
+# whatever the app hosts' state: the NLB asks "is this Caddy up?", Caddy asks the app hosts.
+LB_HEALTH_PORT = 8080
+LB_HEALTH_PATH = "/lb-health"
+# The NLB's health check of each LB (AWS's shortest interval and smallest thresholds: a dead
+# Caddy is out after about two intervals), and how long a deregistered LB keeps its open
+# connections before the NLB lets them go: longer than any request (IN_FLIGHT_SECONDS on the
+# app side) so that taking an LB out for maintenance fails none.
+LB_HEALTH_INTERVAL_SECONDS = 5
+LB_HEALTH_TIMEOUT_SECONDS = 2
+LB_HEALTH_THRESHOLD = 2
+LB_DEREGISTRATION_DELAY_SECONDS = 30
 POSTGRES_PORT = 5432
 NFS_PORT = 2049
 ELASTICSEARCH_PORT = 9200
@@ -52,6 +64,7 @@ HOST_OFFSETS = {"lb": 10, "db": 10, "nfs": 11, "log": 12, "app": 20}
 # pinned below them: left to AWS, it could take a load balancer's fixed address first.
 NAT_OFFSET = 5
 MAX_APP_HOSTS = 50
+LOAD_BALANCER_COUNTS = (1, 2)
 
 ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
 # Stack names other than the environments' in cdktf.out/stacks/.
@@ -278,6 +291,23 @@ class BackupSettings(_Section):
                       description="HH:MM, 24-hour clock, UTC, in quotes")
 
 
+def _load_balancer_count(value: int) -> int:
+    if value not in LOAD_BALANCER_COUNTS:
+        raise ValueError(f"{value} load balancers; write 1 (LB-01 holds the Elastic IP, a "
+                         "single point of failure) or 2 (LB-01 and LB-02 behind a Network "
+                         "Load Balancer)")
+    return value
+
+
+class LoadBalancerSettings(_Section):
+    """How many Caddy load balancers serve the environment."""
+
+    # 2: LB-01 and LB-02 behind an AWS Network Load Balancer that holds the Elastic IP, so
+    # losing or patching one is not downtime. 1: the seed's single LB-01, for cost.
+    count: Annotated[int, AfterValidator(_load_balancer_count)] = Field(
+        default=2, description="1 or 2")
+
+
 class LogSettings(_Section):
     """Elasticsearch on LOG-01."""
 
@@ -336,6 +366,7 @@ class Settings(_Section):
     protect_data: bool = True
     network: NetworkSettings = NetworkSettings()
     instance_types: InstanceTypes = InstanceTypes()
+    load_balancer: LoadBalancerSettings = LoadBalancerSettings()
     app: AppSettings
     nfs: NfsSettings = NfsSettings()
     backups: BackupSettings = BackupSettings()
@@ -439,9 +470,12 @@ class Settings(_Section):
         return f"{self.project}/app"
 
     def host_names(self, role: str) -> list[str]:
-        """The design's host names for a role: LB-01, APP-1..N, DB-01, NFS-01, LOG-01."""
+        """The design's host names for a role: LB-01 (and LB-02), APP-1..N, DB-01, NFS-01,
+        LOG-01."""
         if role == "app":
             return [f"APP-{index}" for index in range(1, self.app.host_count + 1)]
+        if role == "lb":
+            return [f"LB-{index:02d}" for index in range(1, self.load_balancer.count + 1)]
         return [f"{role.upper()}-01"]
 
     @property

@@ -83,7 +83,10 @@ class HostConfig:
     ``nfs`` or ``log``; environment: tagged so the rolling update can find the host.
     private_ip: fixed address in the subnet. user_data: the cloud-config run at first boot.
     protect: refuse API termination and ``terraform destroy`` (hosts that hold data).
-    public_address: give the host an Elastic IP (LB-01 only).
+    public_address: allocate the environment's Elastic IP here (LB-01 only), so that its
+        Terraform address, and the IP itself, survive a change of load balancer count.
+    attach_public_address: associate that Elastic IP with this instance; False leaves it to
+        the Network Load Balancer's subnet mapping (two LBs).
     boot_after: resources that must exist before the host boots, such as its subnet's route
         to the internet (first boot installs packages).
     public_address_after: resources the Elastic IP's association waits for: the VPC's
@@ -103,6 +106,7 @@ class HostConfig:
     root_volume_gb: int = 20
     protect: bool = False
     public_address: bool = False
+    attach_public_address: bool = True
     boot_after: tuple = ()
     public_address_after: tuple = ()
 
@@ -151,7 +155,9 @@ class Host(Construct):
         self.private_ip = instance.private_ip
         self.public_ip: Optional[str] = None
         if config.public_address:
-            address = Eip(self, "public-address", domain="vpc", instance=instance.id,
+            address = Eip(self, "public-address", domain="vpc",
+                          instance=instance.id if config.attach_public_address else None,
                           tags={"Name": f"{config.environment}-{config.name}"},
                           depends_on=list(config.public_address_after) or None)
             self.public_ip = address.public_ip
+            self.public_address_id = address.id

@@ -10,11 +10,14 @@ from dataclasses import dataclass
 
 from core.cdk import (Construct, SecurityGroup, VpcSecurityGroupEgressRule,
                       VpcSecurityGroupIngressRule)
+from typing import Optional
+
 from core.settings import (APP_PORT, ELASTICSEARCH_PORT, HEALTH_AGENT_PORT, HTTP_PORT,
-                           HTTPS_PORT, KIBANA_PORT, NFS_PORT, POSTGRES_PORT)
+                           HTTPS_PORT, KIBANA_PORT, LB_HEALTH_PORT, NFS_PORT, POSTGRES_PORT)
 
 INTERNET = "internet"
 ADMIN = "admin"
+NLB = "nlb"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,13 @@ INGRESS: dict[str, list[Rule]] = {
             Rule(KIBANA_PORT, ADMIN, "Kibana from the administrator network (admin_cidr)")],
 }
 
+# With two LBs, the one rule added to SG-LB: the Network Load Balancer's health checks, which
+# come from its node's address in the public subnet (internet-facing NLBs take addresses
+# AWS chooses there). Client traffic keeps the clients' addresses (client IP preservation)
+# and arrives on 80 and 443, which are open to the internet already.
+NLB_INGRESS = [Rule(LB_HEALTH_PORT, NLB,
+                    "Network Load Balancer health checks from its node in the public subnet")]
+
 # Every host reaches AWS Systems Manager, container registries and ACME over HTTPS, and the
 # Ubuntu archive over HTTP (its mirrors serve plain HTTP; packages are signed). DNS to the VPC
 # resolver and NTP to the Amazon Time Sync Service are not filtered by security groups.
@@ -65,11 +75,14 @@ class SecurityGroupsConfig:
     """Inputs of :class:`SecurityGroups`.
 
     name: prefix of the group names. admin_cidr: the only source allowed to reach Kibana.
+    nlb_subnet_cidr: the subnet of the Network Load Balancer in front of the LBs, whose
+        health checks SG-LB admits; ``None`` when there is no NLB (one LB).
     """
 
     name: str
     vpc_id: str
     admin_cidr: str
+    nlb_subnet_cidr: Optional[str] = None
 
 
 class SecurityGroups(Construct):
@@ -85,7 +98,11 @@ class SecurityGroups(Construct):
                 tags={"Name": f"SG-{role.upper()}"})
             self.ids[role] = group.id
         cidrs = {INTERNET: "0.0.0.0/0", ADMIN: config.admin_cidr}
-        for direction, table, rule_class in (("in", INGRESS, VpcSecurityGroupIngressRule),
+        ingress = INGRESS
+        if config.nlb_subnet_cidr:
+            cidrs[NLB] = config.nlb_subnet_cidr
+            ingress = {**INGRESS, "lb": INGRESS["lb"] + NLB_INGRESS}
+        for direction, table, rule_class in (("in", ingress, VpcSecurityGroupIngressRule),
                                              ("out", EGRESS, VpcSecurityGroupEgressRule)):
             for role, rules in table.items():
                 for rule in rules:

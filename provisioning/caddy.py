@@ -44,6 +44,9 @@ MINIMUM_CADDY_VERSION = "2.11.2"
 """Oldest Caddy release with both a working health ``port`` and body-safe dial retries."""
 
 SERVER_NAME = "app"
+HEALTH_SERVER_NAME = "lb-health"
+ACME_SERVER_NAME = "acme-peer"
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
 ACCESS_LOGGER = "app_access"
 
 _DURATION = re.compile(r"^\d+(\.\d+)?(ns|us|µs|ms|s|m|h)$")
@@ -68,6 +71,11 @@ def caddy_config(
     listen: Sequence[str] | None = None,
     acme_email: str | None = None,
     source_address: str | None = None,
+    health_listen: Sequence[str] | None = None,
+    health_path: str = "/lb-health",
+    acme_peer: str | None = None,
+    http_listen: Sequence[str] | None = None,
+    peer_renewal_window_ratio: float = 0.1,
 ) -> dict:
     """Build the Caddy JSON config for LB-01.
 
@@ -90,6 +98,15 @@ def caddy_config(
         source_address: the address Caddy dials app hosts and probes them from; default the
             system's choice (on AWS the LB's private IP, which is how a health agent tells
             load balancers apart). The local lab gives each of its Caddys its own.
+        health_listen: addresses of a server that answers ``health_path`` with 200 itself,
+            whatever the app hosts' state: the Network Load Balancer's health check of this
+            Caddy (two LBs). ``None``: no such server (one LB).
+        acme_peer: ``HOST:PORT`` of the peer LB that answers ACME (domain mode, LB-02): this
+            Caddy forwards ``/.well-known/acme-challenge/*`` on port 80 there, redirects the
+            rest of port 80 to HTTPS, and renews its certificate only late in its life
+            (``peer_renewal_window_ratio``), by which time the peer's renewal has reached it
+            through the shared storage. Caddy answers a challenge it started itself first.
+        http_listen: override port 80's listen addresses with ``acme_peer`` (tests).
 
     Returns:
         A JSON-serialisable dict, ready for ``json.dump``.
@@ -151,6 +168,15 @@ def caddy_config(
         ipaddress.ip_address(source_address)
         proxy["transport"]["local_address"] = source_address
 
+    if acme_peer is not None:
+        _check_dial(acme_peer)
+        if not domain:
+            raise ValueError("acme_peer needs a domain: without one there is no ACME")
+    if not 0 < peer_renewal_window_ratio < 1:
+        raise ValueError("peer_renewal_window_ratio must be between 0 and 1")
+    if not health_path.startswith("/"):
+        raise ValueError(f"health_path must start with '/', got {health_path!r}")
+
     route: dict = {"handle": [proxy], "terminal": True}
     if domain:
         route["match"] = [{"host": [domain]}]
@@ -175,15 +201,36 @@ def caddy_config(
         },
         "apps": {"http": {"servers": {SERVER_NAME: server}}},
     }
-    if domain and acme_email:
-        config["apps"]["tls"] = {
-            "automation": {
-                "policies": [{
-                    "subjects": [domain],
-                    "issuers": [{"module": "acme", "email": acme_email}],
-                }]
-            }
+    servers = config["apps"]["http"]["servers"]
+    if health_listen:
+        servers[HEALTH_SERVER_NAME] = {
+            "listen": list(health_listen),
+            "routes": [{"match": [{"path": [health_path]}], "handle": [
+                {"handler": "static_response", "status_code": 200, "body": "ok"}]}],
+            # Plain HTTP whatever the domain: the NLB's health check speaks nothing else.
+            "automatic_https": {"disable": True},
         }
+    if acme_peer is not None:
+        # Caddy's own redirects would take port 80 before the forwarding route below.
+        server["automatic_https"] = {"disable_redirects": True}
+        servers[ACME_SERVER_NAME] = {
+            "listen": list(http_listen) if http_listen else [":80"],
+            "routes": [
+                {"match": [{"path": [f"{ACME_CHALLENGE_PATH}*"]}],
+                 "handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": acme_peer}],
+                             "transport": {"protocol": "http", "dial_timeout": "2s"}}],
+                 "terminal": True},
+                {"handle": [{"handler": "static_response", "status_code": 308, "headers": {
+                    "Location": ["https://{http.request.host}{http.request.uri}"]}}]},
+            ],
+        }
+    policy: dict = {"subjects": [domain]}
+    if domain and acme_email:
+        policy["issuers"] = [{"module": "acme", "email": acme_email}]
+    if domain and acme_peer is not None:
+        policy["renewal_window_ratio"] = peer_renewal_window_ratio
+    if len(policy) > 1:
+        config["apps"]["tls"] = {"automation": {"policies": [policy]}}
     return config
 
 

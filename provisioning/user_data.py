@@ -16,8 +16,9 @@ import argparse
 import sys
 from typing import Optional
 
-from core.settings import (APP_PORT, HEALTH_AGENT_PORT, POSTGRES_PORT, ROLES, ConfigError,
-                           Settings, load_environment)
+from core.settings import (APP_PORT, HEALTH_AGENT_PORT, HTTP_PORT, LB_HEALTH_PATH,
+                           LB_HEALTH_PORT, POSTGRES_PORT, ROLES, ConfigError, Settings,
+                           load_environment)
 from provisioning import images, logging_stack, parameters
 from provisioning.caddy import caddy_config
 from provisioning.cloud_config import CloudConfig, env_file, file_text, host_text, template_text
@@ -33,6 +34,12 @@ IN_FLIGHT_SECONDS = 5
 # The agent must answer Caddy within its timeout, even when the app does not.
 AGENT_APP_TIMEOUT_SECONDS = 0.8
 CADDY_ADMIN = "localhost:2019"
+# Caddy's storage on the LB hosts (the container's /data), and what of it the two LBs share.
+CADDY_DATA = "/var/lib/caddy"
+CERTIFICATE_PREFIX = "caddy/"
+CERTIFICATE_SYNC_MINUTES = 5
+# A new LB-02 waits this long for LB-01's first certificate before starting without it.
+FIRST_CERTIFICATE_WAIT_SECONDS = 1800
 
 DRAIN_FILE = "/run/app/drain"
 APP_CONTAINER = "app"
@@ -65,21 +72,36 @@ def drain_seconds() -> int:
     return HEALTH_INTERVAL_SECONDS * HEALTH_FAILS + HEALTH_TIMEOUT_SECONDS + IN_FLIGHT_SECONDS
 
 
-def load_balancer_config(settings: Settings) -> dict:
-    """LB-01's Caddy configuration: every APP host, checked through its health agent."""
+def load_balancer_config(settings: Settings, host_name: str = "LB-01") -> dict:
+    """The Caddy configuration of one LB: every APP host, checked through its health agent.
+
+    With two LBs, each also answers the NLB's health check itself, and LB-02 forwards ACME
+    HTTP-01 challenges to LB-01, which obtains and renews the certificate they share.
+    """
+    names = settings.host_names("lb")
+    if host_name not in names:
+        raise ValueError(f"{host_name} is not a load balancer of {settings.environment}")
+    two = len(names) > 1
+    acme_peer = (f"{settings.private_ips('lb')[0]}:{HTTP_PORT}"
+                 if settings.domain and host_name != names[0] else None)
     return caddy_config(
         [f"{address}:{APP_PORT}" for address in settings.private_ips("app")],
         domain=settings.domain, acme_email=settings.acme_email,
         health_port=HEALTH_AGENT_PORT, health_interval=f"{HEALTH_INTERVAL_SECONDS}s",
         health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
-        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN)
+        health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN,
+        health_listen=[f":{LB_HEALTH_PORT}"] if two else None, health_path=LB_HEALTH_PATH,
+        acme_peer=acme_peer)
 
 
 def render(settings: Settings, role: str, host_name: str, *,
-           nfs_volume_id: Optional[str] = None) -> str:
+           nfs_volume_id: Optional[str] = None,
+           certificate_bucket: Optional[str] = None) -> str:
     """The cloud-config that turns a fresh Ubuntu host into ``host_name`` of ``role``.
 
     nfs_volume_id: NFS-01 only, the ID of its backup volume (a Terraform reference).
+    certificate_bucket: the LBs only, when there are two: the bucket through which they
+        share Caddy's certificates (a Terraform reference).
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; roles are {', '.join(ROLES)}")
@@ -87,10 +109,14 @@ def render(settings: Settings, role: str, host_name: str, *,
         raise ValueError(f"{host_name} is not a {role} host of {settings.environment}")
     if (role == "nfs") != (nfs_volume_id is not None):
         raise ValueError("nfs_volume_id is required for NFS-01 and only for NFS-01")
+    shares_certificates = role == "lb" and settings.load_balancer.count > 1
+    if shares_certificates != (certificate_bucket is not None):
+        raise ValueError("certificate_bucket is required for the load balancers when there "
+                         "are two, and only then")
     config = CloudConfig(hostname=host_name.lower())
     config.add_script(f"{SCRIPTS}/install-packages", "install-packages.sh")
     if role == "lb":
-        _load_balancer(settings, config)
+        _load_balancer(settings, config, host_name, certificate_bucket)
     elif role == "app":
         _app_host(settings, config, host_name)
     elif role == "db":
@@ -107,20 +133,48 @@ def _docker(config: CloudConfig) -> None:
     config.add_script(f"{SCRIPTS}/pull-images", "pull-images.sh")
 
 
-def _load_balancer(settings: Settings, config: CloudConfig) -> None:
+def _load_balancer(settings: Settings, config: CloudConfig, host_name: str,
+                   certificate_bucket: Optional[str]) -> None:
     _docker(config)
-    config.add_json("/etc/caddy/caddy.json", load_balancer_config(settings))
-    config.step("install-packages", ["install-packages", "docker.io"])
+    config.add_json("/etc/caddy/caddy.json", load_balancer_config(settings, host_name))
+    packages = ["docker.io"]
+    if certificate_bucket is not None:
+        packages.append("python3-boto3")
+        _certificate_sync(settings, config, certificate_bucket)
+    config.step("install-packages", ["install-packages", *packages])
     config.step("pull-images", ["pull-images", images.CADDY_IMAGE])
+    if certificate_bucket is not None:
+        config.step("reload-systemd", ["systemctl", "daemon-reload"])
+        sync = ["cert-sync", "pull", "--bucket", certificate_bucket,
+                "--prefix", CERTIFICATE_PREFIX, "--root", f"{CADDY_DATA}/caddy",
+                "--region", settings.region]
+        if settings.domain and host_name != settings.host_names("lb")[0]:
+            # LB-02 starts with LB-01's certificate rather than asking the CA for its own.
+            sync += ["--wait-for", settings.domain,
+                     "--wait-seconds", str(FIRST_CERTIFICATE_WAIT_SECONDS)]
+        config.step("pull-certificates", sync, attempts=3, retry_seconds=30)
     # Host networking: Caddy binds 80/443 directly and its admin API stays on the host's
     # localhost, where the rolling update reaches it over SSM. --resume: after a restart
     # Caddy loads its last active config (upstreams changed through the admin API
-    # included), not the file written at first boot.
+    # included), not the file written at first boot. Its storage (certificates) is a host
+    # folder, which cert-sync shares with the other LB.
     config.step("start-caddy", [
         "docker", "run", "--detach", "--name", "caddy", "--restart", "unless-stopped",
         "--network", "host", "--volume", "/etc/caddy:/etc/caddy:ro",
-        "--volume", "caddy-data:/data", "--volume", "caddy-config:/config",
+        "--volume", f"{CADDY_DATA}:/data", "--volume", "caddy-config:/config",
         images.CADDY_IMAGE, "caddy", "run", "--config", "/etc/caddy/caddy.json", "--resume"])
+    if certificate_bucket is not None:
+        config.step("start-certificate-sync",
+                    ["systemctl", "enable", "--now", "cert-sync.timer"])
+
+
+def _certificate_sync(settings: Settings, config: CloudConfig, bucket: str) -> None:
+    config.add_script(f"{SCRIPTS}/cert-sync", "cert_sync.py")
+    config.add_file("/etc/systemd/system/cert-sync.service", template_text(
+        "cert-sync.service", bucket=bucket, prefix=CERTIFICATE_PREFIX,
+        root=f"{CADDY_DATA}/caddy", region=settings.region))
+    config.add_file("/etc/systemd/system/cert-sync.timer", template_text(
+        "cert-sync.timer", interval=f"{CERTIFICATE_SYNC_MINUTES}min"))
 
 
 def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
@@ -317,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print the user data of one host: ``python -m provisioning.user_data ENV HOST``."""
     parser = argparse.ArgumentParser(description="Print one host's cloud-config user data.")
     parser.add_argument("environment", help="a config/<environment>.yaml name")
-    parser.add_argument("host", help="LB-01, APP-1..N, DB-01, NFS-01 or LOG-01")
+    parser.add_argument("host", help="LB-01 (LB-02), APP-1..N, DB-01, NFS-01 or LOG-01")
     args = parser.parse_args(argv)
     try:
         settings = load_environment(args.environment)
@@ -329,7 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.host} is not a host of {args.environment}", file=sys.stderr)
         return 2
     volume = "<volume ID of the NFS volume, known after apply>" if role == "nfs" else None
-    sys.stdout.write(render(settings, role, args.host, nfs_volume_id=volume))
+    bucket = ("<certificate bucket, known after apply>"
+              if role == "lb" and settings.load_balancer.count > 1 else None)
+    sys.stdout.write(render(settings, role, args.host, nfs_volume_id=volume,
+                            certificate_bucket=bucket))
     return 0
 
 

@@ -6,8 +6,10 @@
     python scripts/cost.py --update-doc docs/local-development.md
 
 What is priced is what runs whether anybody uses it or not: EC2 instances, their detailed
-monitoring, EBS root and data volumes, NAT gateway hours and public IPv4 addresses (Elastic
-IPs; AWS bills every public IPv4 address by the hour since February 2024). Prices are the
+monitoring, EBS root and data volumes, NAT gateway and Network Load Balancer hours and public
+IPv4 addresses (Elastic IPs; AWS bills every public IPv4 address by the hour since February
+2024). With two load balancers, a note says what high availability adds: the second LB host
+and the Network Load Balancer. Prices are the
 on-demand list prices of the stack's region in ``data/aws-prices.json``, whose ``as_of`` date
 is printed with every table. Usage-based charges (data transfer, NAT data processing, log
 ingestion...) are named under the table, not guessed.
@@ -40,7 +42,7 @@ ASSUMED_ROOT_GB = 8
 
 _REFERENCE = re.compile(r"^\$\{(?P<type>[a-z0-9_]+)\.(?P<name>[A-Za-z0-9_-]+)\.[a-z_]+\}$")
 _REGION_KEYS = ("ec2_instance_hour", "ebs_gb_month", "nat_gateway_hour", "nat_gateway_gb",
-                "public_ipv4_hour", "cloudwatch_metric_month")
+                "public_ipv4_hour", "cloudwatch_metric_month", "nlb_hour", "nlb_lcu_hour")
 
 
 class CostError(Exception):
@@ -284,7 +286,18 @@ def estimate(stack: dict, environment: str, prices: dict, prices_path: Path) -> 
             "NAT gateway", ", ".join(_tag_name(b, a) for a, b in nat_gateways.items()), count,
             "", price, "hour", _money(count * price * hours)))
 
-    addresses = _public_ipv4(stack, instances, names, nat_gateways)
+    balancers = _resources(stack, "aws_lb")
+    if balancers:
+        count = Decimal(len(balancers))
+        price = table["nlb_hour"]
+        result.lines.append(Line(
+            "Network Load Balancer", ", ".join(str(b.get("name", a)) for a, b in
+                                               balancers.items()),
+            count, "", price, "hour", _money(count * price * hours)))
+        result.notes.append(_high_availability(instances, names, table, prices,
+                                               result.lines[-1].monthly))
+
+    addresses = _public_ipv4(stack, instances, names, nat_gateways, balancers)
     if addresses:
         count = Decimal(len(addresses))
         price = table["public_ipv4_hour"]
@@ -293,6 +306,9 @@ def estimate(stack: dict, environment: str, prices: dict, prices_path: Path) -> 
             _money(count * price * hours)))
 
     result.not_included = ["data transfer out of AWS"]
+    if balancers:
+        result.not_included.append(
+            f"Network Load Balancer capacity units ({table['nlb_lcu_hour']}/NLCU-hour)")
     if nat_gateways:
         result.not_included.append(
             f"NAT gateway data processing ({table['nat_gateway_gb']}/GB)")
@@ -301,8 +317,33 @@ def estimate(stack: dict, environment: str, prices: dict, prices_path: Path) -> 
     if any(str(b.get("instance_type", "")).startswith(("t2.", "t3", "t4g."))
            for b in instances.values()):
         result.not_included.append("burstable CPU credits above the baseline")
-    result.not_included.append("EBS snapshots and the S3 state bucket")
+    result.not_included.append("EBS snapshots and the S3 state bucket"
+                               + (" and certificate bucket" if _resources(stack, "aws_s3_bucket")
+                                  else ""))
     return result
+
+
+def _high_availability(instances: dict, names: dict, table: dict, prices: dict,
+                       balancer_monthly: Decimal) -> str:
+    """What the second and later LB hosts and the NLB cost, as one note."""
+    hours = prices["hours_per_month"]
+    lbs = sorted((a for a, b in instances.items() if (b.get("tags") or {}).get("Role") == "lb"),
+                 key=lambda a: _natural(names[a]))
+    extra = Decimal(0)
+    for address in lbs[1:]:
+        body = instances[address]
+        extra += _money(table["ec2_instance_hour"][str(body.get("instance_type"))] * hours)
+        if body.get("monitoring"):
+            extra += _money(prices["detailed_monitoring_metrics_per_instance"]
+                            * table["cloudwatch_metric_month"])
+        root = body.get("root_block_device") or {}
+        root = (root[0] if root else {}) if isinstance(root, list) else root
+        extra += _money(Decimal(root.get("volume_size", ASSUMED_ROOT_GB)) * table[
+            "ebs_gb_month"].get(str(root.get("volume_type", DEFAULT_EBS_TYPE)), 0))
+    extra_names = compact([names[a] for a in lbs[1:]]) or "no second LB"
+    return (f"high availability adds {extra + balancer_monthly:,.2f} a month: "
+            f"{extra_names} (instance, monitoring, root volume) {extra:,.2f} and the Network "
+            f"Load Balancer {balancer_monthly:,.2f}, before its capacity units")
 
 
 def _ebs_price(table: dict, volume_type: str, environment: str, region: str,
@@ -323,9 +364,12 @@ def _host_name(body: dict, address: str, environment: str) -> str:
     return _tag_name(body, address).removeprefix(f"{environment}-")
 
 
-def _public_ipv4(stack: dict, instances: dict, names: dict, nat_gateways: dict) -> list[str]:
+def _public_ipv4(stack: dict, instances: dict, names: dict, nat_gateways: dict,
+                 balancers: dict) -> list[str]:
     """Who holds a public IPv4 address: every Elastic IP, and hosts given one automatically."""
     nat_of = {_target(b.get("allocation_id")): a for a, b in nat_gateways.items()}
+    balancer_of = {_target(mapping.get("allocation_id")): a for a, b in balancers.items()
+                   for mapping in b.get("subnet_mapping") or []}
     holders, with_eip = [], set()
     for address, body in _resources(stack, "aws_eip").items():
         instance = _target(body.get("instance"))
@@ -334,6 +378,8 @@ def _public_ipv4(stack: dict, instances: dict, names: dict, nat_gateways: dict) 
             holders.append(f"{names[instance]} (Elastic IP)")
         elif address in nat_of:
             holders.append("NAT gateway (Elastic IP)")
+        elif address in balancer_of:
+            holders.append("Network Load Balancer (Elastic IP)")
         else:
             holders.append(f"{_tag_name(body, address)} (Elastic IP)")
     subnets = _resources(stack, "aws_subnet")

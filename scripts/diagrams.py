@@ -175,6 +175,9 @@ class Topology:
         self.attachments = _resources(stack, "aws_volume_attachment")
         self.routes = _resources(stack, "aws_route")
         self.route_table_links = _resources(stack, "aws_route_table_association")
+        self.balancers = _resources(stack, "aws_lb")
+        self.listeners = _resources(stack, "aws_lb_listener")
+        self.balancer_targets = _resources(stack, "aws_lb_target_group_attachment")
 
         self.subnet_of: dict[str, str] = {}
         self.groups_of: dict[str, list[str]] = {}
@@ -192,6 +195,21 @@ class Topology:
             for group in groups:
                 if group not in self.groups:
                     raise InputError(f"{instance}: {group} is not defined in the stack")
+
+    def balancer_subnets(self, balancer: str) -> list[str]:
+        return [reference(m.get("subnet_id"), "aws_subnet", balancer)
+                for m in self.balancers[balancer].get("subnet_mapping") or []]
+
+    def who_is(self, cidr: str) -> str:
+        """Whom an ingress rule's CIDR stands for, as the picture names it."""
+        if cidr in ("0.0.0.0/0", "::/0"):
+            return "Internet"
+        for subnet, body in self.subnets.items():
+            if body.get("cidr_block") == cidr:
+                if any(subnet in self.balancer_subnets(b) for b in self.balancers):
+                    return "Network Load Balancer"
+                return "Subnet"
+        return "Administrators"
 
     def subnet_is_public(self, subnet: str) -> bool:
         """Public = its route table sends 0.0.0.0/0 to an internet gateway."""
@@ -286,8 +304,7 @@ def implementation_dot(stack: dict) -> str:
     for group in sorted(lonely):
         ends[group].append((group, None))
     for cidr, node in sorted(external.items()):
-        who = "Internet" if cidr in ("0.0.0.0/0", "::/0") else "Administrators"
-        dot.node(node, id=node, label=f"{who}\n{cidr}", style="filled,dashed",
+        dot.node(node, id=node, label=f"{topo.who_is(cidr)}\n{cidr}", style="filled,dashed",
                  fillcolor=EXTERNAL_FILL)
 
     for vpc, vpc_body in topo.vpcs.items():
@@ -402,6 +419,25 @@ def cloud_dot(stack: dict) -> str:
         if body.get("allocation_id"):
             eip = reference(body["allocation_id"], "aws_eip", nat)
             dot.edge(eip, nat, id=f"{eip}->nat", style="dashed", arrowhead="none")
+    for balancer, body in topo.balancers.items():
+        for mapping in body.get("subnet_mapping") or []:
+            if mapping.get("allocation_id"):
+                eip = reference(mapping["allocation_id"], "aws_eip", balancer)
+                dot.edge(eip, balancer, id=f"{eip}->balancer", style="dashed",
+                         arrowhead="none")
+        listeners = [listener for listener in topo.listeners.values()
+                     if reference(listener.get("load_balancer_arn"), "aws_lb",
+                                  balancer) == balancer]
+        ports = sorted({listener.get("port") for listener in listeners})
+        groups = {reference(action.get("target_group_arn"), "aws_lb_target_group", balancer)
+                  for listener in listeners for action in listener.get("default_action", [])}
+        targets = sorted({reference(a.get("target_id"), "aws_instance", balancer)
+                          for a in topo.balancer_targets.values()
+                          if reference(a.get("target_group_arn"), "aws_lb_target_group",
+                                       balancer) in groups}, key=topo.host)
+        for target in targets:
+            dot.edge(balancer, target, id=f"{balancer}->{target}", color="#1f6fb2",
+                     label="tcp " + ", ".join(map(str, ports)))
     for attachment, body in topo.attachments.items():
         volume = reference(body.get("volume_id"), "aws_ebs_volume", attachment)
         instance = reference(body.get("instance_id"), "aws_instance", attachment)
@@ -420,6 +456,10 @@ def _cloud_subnet(dot: Dot, topo: Topology, subnet: str) -> None:
     for nat, body in topo.nat_gateways.items():
         if reference(body.get("subnet_id"), "aws_subnet", nat) == subnet:
             dot.node(nat, id=nat, label=f"NAT gateway\n{_name_tag(body, nat)}")
+    for balancer, body in topo.balancers.items():
+        if subnet in topo.balancer_subnets(balancer)[:1]:
+            dot.node(balancer, id=balancer,
+                     label=f"Network Load Balancer\n{body.get('name', balancer)}")
     hosts = topo.sorted_hosts(a for a, s in topo.subnet_of.items() if s == subnet)
     for host in hosts:
         body = topo.instances[host]

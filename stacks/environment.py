@@ -4,9 +4,11 @@ from __future__ import annotations
 from core.cdk import (AwsProvider, DataAwsCallerIdentity, DataAwsEcrRepository, IamStatement,
                       S3Backend, TerraformOutput, TerraformStack)
 from core.settings import KIBANA_PORT, ROLES, Settings
+from modules.certificate_store import CertificateStore, CertificateStoreConfig
 from modules.container_repository import pull_statements
 from modules.host import Host, HostConfig, UbuntuAmi
 from modules.host_role import HostRole, HostRoleConfig
+from modules.load_balancer import NetworkLoadBalancer, NetworkLoadBalancerConfig
 from modules.network import Network, NetworkConfig
 from modules.nfs_storage import NfsStorage, NfsStorageConfig
 from modules.parameter_key import ParameterKey, ParameterKeyConfig
@@ -44,8 +46,10 @@ class EnvironmentStack(TerraformStack):
             availability_zone=settings.availability_zone,
             flow_log_retention_days=settings.network.flow_log_retention_days,
             nat_private_ip=settings.nat_private_ip, permissions_boundary=boundary))
+        balanced = settings.load_balancer.count > 1
         groups = SecurityGroups(self, "security-groups", SecurityGroupsConfig(
-            name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr))
+            name=prefix, vpc_id=network.vpc_id, admin_cidr=settings.admin_cidr,
+            nlb_subnet_cidr=settings.network.public_subnet_cidr if balanced else None))
         # One image lookup per architecture in use: Graviton types (t4g...) need arm64.
         ubuntu = {arch: UbuntuAmi(self, "ubuntu" if arch == "x86_64" else f"ubuntu-{arch}", arch)
                   for arch in sorted({settings.architecture(role) for role in ROLES})}
@@ -59,6 +63,10 @@ class EnvironmentStack(TerraformStack):
         app_images = DataAwsEcrRepository(self, "app-images",
                                           name=settings.app_repository_name)
 
+        # Two LBs share Caddy's certificates through S3; one keeps them to itself.
+        certificates = (CertificateStore(self, "lb-certificates", CertificateStoreConfig(
+            name=prefix)) if balanced else None)
+
         hosts: dict[str, Host] = {}
         identities: dict[str, HostRole] = {}
         for role in ROLES:
@@ -66,8 +74,12 @@ class EnvironmentStack(TerraformStack):
             if role == "app":
                 # APP hosts pull the app image with their own role: no registry credential.
                 statements += pull_statements(app_images.arn)
+            if role == "lb" and certificates:
+                statements += certificates.statements()
             identity = identities[role] = HostRole(self, f"{role}-identity", HostRoleConfig(
                 name=f"{prefix}-{role}", statements=statements, permissions_boundary=boundary))
+            if role == "lb" and certificates:
+                certificates.grant(identity.role_arn)
             subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
             for name, address in zip(settings.host_names(role), settings.private_ips(role)):
                 hosts[name] = Host(self, name, HostConfig(
@@ -78,9 +90,15 @@ class EnvironmentStack(TerraformStack):
                     private_ip=address, instance_profile=identity.instance_profile_name,
                     user_data=user_data.render(
                         settings, role, name,
-                        nfs_volume_id=storage.volume_id if role == "nfs" else None),
+                        nfs_volume_id=storage.volume_id if role == "nfs" else None,
+                        certificate_bucket=(certificates.bucket_name
+                                            if role == "lb" and certificates else None)),
                     protect=settings.protect_data and role in DATA_ROLES,
-                    public_address=role == "lb",
+                    # The environment's Elastic IP stays in LB-01's construct whatever the
+                    # LB count, so the address survives a change of count; with two LBs
+                    # the NLB holds it.
+                    public_address=name == "LB-01",
+                    attach_public_address=not balanced,
                     public_address_after=(network.internet_gateway,) if role == "lb" else (),
                     boot_after=() if role == "lb" else tuple(network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
@@ -93,9 +111,15 @@ class EnvironmentStack(TerraformStack):
             readers={identity.role_arn: _parameter_arns(settings, role, reader=True)
                      for role, identity in identities.items()
                      if _parameter_arns(settings, role, reader=True)}))
+        if balanced:
+            NetworkLoadBalancer(self, "network-load-balancer", NetworkLoadBalancerConfig(
+                name=prefix, vpc_id=network.vpc_id, subnet_id=network.public_subnet_id,
+                allocation_id=hosts["LB-01"].public_address_id,
+                targets={name: hosts[name].instance_id for name in settings.host_names("lb")}))
 
         TerraformOutput(self, "lb_public_ip", value=hosts["LB-01"].public_ip,
-                        description="Point the domain's DNS A record here")
+                        description="Point the domain's DNS A record here (the NLB's "
+                        "address with two LBs, LB-01's with one)")
         TerraformOutput(self, "hosts", description="Every host by name: role, ID, address",
                         value={name: {"role": host.role, "instance_id": host.instance_id,
                                       "private_ip": host.private_ip}

@@ -32,6 +32,8 @@ KNOWN_PRICES = {
         "nat_gateway_gb": 0.05,
         "public_ipv4_hour": 0.005,
         "cloudwatch_metric_month": 0.3,
+        "nlb_hour": 0.02,
+        "nlb_lcu_hour": 0.006,
     }},
 }
 
@@ -119,12 +121,36 @@ def test_production_total_follows_from_its_configuration_and_the_price_file(stac
         money(root_gb * table["ebs_gb_month"]["gp3"]),
         money(settings.nfs.volume_size_gb * table["ebs_gb_month"]["gp3"]),
         money(table["nat_gateway_hour"] * hours),
-        money(2 * table["public_ipv4_hour"] * hours),  # LB-01's Elastic IP and the NAT's
+        # The Network Load Balancer in front of the two LBs.
+        money(table["nlb_hour"] * hours) if hosts["lb"] > 1 else Decimal(0),
+        money(2 * table["public_ipv4_hour"] * hours),  # the environment's Elastic IP, the NAT's
     ])
     result = cost.estimate(stack_json("production"), "production", cost.load_prices(PRICES),
                            PRICES)
     assert result.total == expected
     assert len([line for line in result.lines if line.item.startswith("EC2 t3")]) == len(by_type)
+
+
+def test_two_lbs_price_the_nlb_and_say_what_high_availability_adds(known_prices):
+    stack = small_stack()
+    resources = stack["resource"]
+    for name in ("web1", "web2"):
+        resources["aws_instance"][name]["tags"]["Role"] = "lb"
+    del resources["aws_eip"]["web"]["instance"]
+    resources["aws_lb"] = {"nlb": {"name": "nlb-test", "load_balancer_type": "network",
+                                   "subnet_mapping": [{"allocation_id": ref("aws_eip", "web")}]}}
+
+    result = cost.estimate(stack, "test", cost.load_prices(known_prices), known_prices)
+
+    lines = {line.item: (line.resources, str(line.monthly)) for line in result.lines}
+    assert lines["Network Load Balancer"] == ("nlb-test", "14.60")  # 0.02 x 730
+    assert lines["Public IPv4 addresses"][0].startswith(
+        "NAT gateway (Elastic IP), Network Load Balancer (Elastic IP)")
+    # web-2: 7.30 (0.01 x 730) + 2.10 (7 metrics x 0.30) + 1.00 (10 GiB x 0.1); NLB 14.60.
+    assert result.notes == ["high availability adds 25.00 a month: web-2 (instance, "
+                            "monitoring, root volume) 10.40 and the Network Load Balancer "
+                            "14.60, before its capacity units"]
+    assert "Network Load Balancer capacity units (0.006/NLCU-hour)" in result.not_included
 
 
 def run_script(*arguments) -> subprocess.CompletedProcess:
@@ -140,7 +166,8 @@ def test_command_prints_a_table_per_environment_with_the_price_date(cdktf_out):
                           r"(\S+), 730 hours a month$", result.stdout, re.MULTILINE)
     assert captions == [("production", "eu-west-1", as_of), ("staging", "eu-west-1", as_of)]
     for block in result.stdout.split("\n\n")[1::2]:
-        rows = [line for line in block.splitlines() if re.match(r"^(EC2|EBS|NAT|Public)", line)]
+        rows = [line for line in block.splitlines()
+                if re.match(r"^(EC2|EBS|NAT|Network|Public)", line)]
         total = re.search(r"^total\s+([\d,.]+)$", block, re.MULTILINE)
         assert rows and total
         figures = [Decimal(row.split()[-1].replace(",", "")) for row in rows]

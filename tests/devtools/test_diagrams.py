@@ -276,3 +276,19 @@ def test_a_group_without_hosts_and_a_host_with_two_groups_are_still_drawn(stack_
     assert {e["head"] for e in arrows} == {"aws_security_group.endpoints"}
     svg = diagrams.render_svg(diagrams.implementation_dot(stack), require_tool("dot", "graphviz"))
     assert {"SG-ENDPOINTS", "(no host)"} <= _svg_texts(ET.fromstring(svg))
+
+
+def test_the_network_load_balancer_is_drawn_and_its_health_checks_named(stack_json):
+    """Two LBs: the NLB holds the Elastic IP and sends 80/443 to both; the one rule it adds
+    to SG-LB comes from the NLB, not from administrators."""
+    stack = stack_json("production")
+    cloud = Parsed(diagrams.cloud_dot(stack))
+    (balancer,) = [n for n in cloud.nodes if n.startswith("aws_lb.")]
+    assert cloud.nodes[balancer]["label"] == "Network Load Balancer\\nnlb-webapp-production"
+    heads = {e["head"] for e in cloud.edges if e["tail"] == balancer}
+    targets = {cloud.nodes[h]["label"].split("\\n")[0] for h in heads}
+    assert targets == {"EC2 LB-01", "EC2 LB-02"}
+    assert any(e["head"] == balancer and e["tail"].startswith("aws_eip.") for e in cloud.edges)
+    implementation = Parsed(diagrams.implementation_dot(stack))
+    assert implementation.nodes["cidr:10.0.1.0/24"]["label"] == (
+        "Network Load Balancer\\n10.0.1.0/24")

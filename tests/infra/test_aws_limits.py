@@ -112,6 +112,18 @@ def _bucket_name_problem(name: str) -> Optional[str]:
 
 
 S3_BUCKET = Limit("S3 bucket naming rules (documented)", check=_bucket_name_problem)
+# Terraform's bucket_prefix: it appends 26 characters, and the whole name is a bucket name.
+S3_BUCKET_PREFIX = Limit("S3 bucket naming rules, less Terraform's 26-character suffix",
+                         1, 37,
+                         check=lambda prefix: _bucket_name_problem((prefix + "x" * 26)[:63]))
+
+# Elastic Load Balancing CreateLoadBalancer and CreateTargetGroup names (documented; botocore
+# carries no constraint): at most 32 alphanumeric characters or hyphens, not beginning or
+# ending with a hyphen; a load balancer's may not begin with "internal-".
+_ELB_NAME = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+LOAD_BALANCER_NAME = Limit("ELB CreateLoadBalancer Name (documented)", 1, 32, _ELB_NAME,
+                           forbidden_prefixes=("internal-",))
+TARGET_GROUP_NAME = Limit("ELB CreateTargetGroup Name (documented)", 1, 32, _ELB_NAME)
 # PutRetentionPolicy accepts only these day counts (documented; botocore lists none).
 LOG_RETENTION_DAYS = Limit("CloudWatch Logs PutRetentionPolicy (documented)", allowed_numbers=(
     frozenset({1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -162,13 +174,29 @@ LIMITS: dict[tuple[str, str], Limit] = {
                                                          "logGroupName"),
     ("aws_cloudwatch_log_group", "retention_in_days"): LOG_RETENTION_DAYS,
     ("aws_s3_bucket", "bucket"): S3_BUCKET,
+    ("aws_s3_bucket", "bucket_prefix"): S3_BUCKET_PREFIX,
+    ("aws_lb", "name"): LOAD_BALANCER_NAME,
+    ("aws_lb_target_group", "name"): TARGET_GROUP_NAME,
+    ("aws_lb_target_group", "port"): botocore_limit("elbv2", "CreateTargetGroup", "Port"),
+    ("aws_lb_listener", "port"): botocore_limit("elbv2", "CreateListener", "Port"),
     ("aws_ecr_repository", "name"): botocore_limit("ecr", "CreateRepository",
                                                    "repositoryName"),
     ("aws_ssm_parameter", "name"): SSM_PARAMETER,
     ("aws_ssm_parameter", "description"): botocore_limit("ssm", "PutParameter",
                                                          "Description"),
 }
-NAMED_ATTRIBUTES = ("name", "name_prefix", "description")
+NAMED_ATTRIBUTES = ("name", "name_prefix", "description", "bucket_prefix")
+# Nested blocks whose numbers AWS bounds: (resource type, block) -> attribute -> limit.
+_HEALTH_CHECK = {attribute: botocore_limit("elbv2", "CreateTargetGroup", member)
+                 for attribute, member in (("interval", "HealthCheckIntervalSeconds"),
+                                           ("timeout", "HealthCheckTimeoutSeconds"),
+                                           ("healthy_threshold", "HealthyThresholdCount"),
+                                           ("unhealthy_threshold", "UnhealthyThresholdCount"),
+                                           ("path", "HealthCheckPath"))}
+NESTED_LIMITS = {("aws_lb_target_group", "health_check"): _HEALTH_CHECK}
+# Target group attributes (documented): deregistration_delay.timeout_seconds is 0 to 3600.
+DEREGISTRATION_DELAY = Limit("ELB target group attribute deregistration_delay (documented)",
+                             number_range=(0, 3600))
 
 # Tags: IAM's tag shapes carry AWS's common tag rules (EC2's documented rules are the same:
 # letters, digits, spaces and + - = . _ : / @; keys up to 128, values up to 256); the "aws:"
@@ -205,6 +233,15 @@ def violations(stack: dict) -> list[str]:
             for (limited_kind, attribute), limit in LIMITS.items():
                 if limited_kind == kind and attribute in resource:
                     check(f"{where}.{attribute}", limit, resource[attribute])
+            for (limited_kind, block), limits in NESTED_LIMITS.items():
+                if limited_kind == kind and isinstance(resource.get(block), dict):
+                    for attribute, limit in limits.items():
+                        if attribute in resource[block]:
+                            check(f"{where}.{block}.{attribute}", limit,
+                                  resource[block][attribute])
+            if kind == "aws_lb_target_group" and "deregistration_delay" in resource:
+                check(f"{where}.deregistration_delay", DEREGISTRATION_DELAY,
+                      int(resource["deregistration_delay"]))
             check_tags(where, resource.get("tags"))
     for provider in stack.get("provider", {}).get("aws", []):
         for block in provider.get("default_tags", []):
@@ -253,7 +290,8 @@ def test_the_checks_cover_every_kind_of_value_they_claim(cdktf_out):
     kinds = {kind for document in stacks.values() for kind in document.get("resource", {})}
     assert {"aws_iam_role", "aws_iam_instance_profile", "aws_iam_role_policy",
             "aws_security_group", "aws_vpc_security_group_ingress_rule",
-            "aws_cloudwatch_log_group", "aws_s3_bucket"} <= kinds
+            "aws_cloudwatch_log_group", "aws_s3_bucket", "aws_lb", "aws_lb_target_group",
+            "aws_lb_listener"} <= kinds
     tagged = sum(1 for document in stacks.values() for items in document["resource"].values()
                  for resource in items.values() if resource.get("tags"))
     assert tagged > 20
@@ -274,6 +312,19 @@ def test_the_checks_cover_every_kind_of_value_they_claim(cdktf_out):
     ("aws_s3_bucket", "bucket", "My_Bucket", "lower-case"),
     ("aws_s3_bucket", "bucket", "192.168.1.10", "IP address"),
     ("aws_ecr_repository", "name", "Web/App", "does not match"),
+    ("aws_lb", "name", "nlb-" + "x" * 29, "over 32"),
+    ("aws_lb", "name", "internal-webapp", "may not start with 'internal-'"),
+    ("aws_lb", "name", "nlb_webapp", "does not match"),
+    ("aws_lb", "name", "nlb-webapp-", "does not match"),
+    ("aws_lb_target_group", "name", "t" * 33, "over 32"),
+    ("aws_lb_target_group", "name", "-tcp80", "does not match"),
+    ("aws_lb_target_group", "port", 70000, "outside 1..65535"),
+    ("aws_s3_bucket", "bucket_prefix", "p" * 38, "over 37"),
+    ("aws_s3_bucket", "bucket_prefix", "Certs-", "lower-case"),
+    ("aws_lb_target_group", "health_check", {"interval": 4}, "outside 5..300"),
+    ("aws_lb_target_group", "health_check", {"unhealthy_threshold": 1}, "outside 2..10"),
+    ("aws_lb_target_group", "health_check", {"timeout": 1}, "outside 2..120"),
+    ("aws_lb_target_group", "deregistration_delay", "3601", "outside 0..3600"),
 ])
 def test_the_checks_refuse_what_aws_refuses(kind, attribute, value, expected):
     stack = {"resource": {kind: {"example": {attribute: value}}}}
@@ -302,3 +353,16 @@ def test_ssm_parameter_names_in_policies_are_checked():
     problems = violations(stack)
     assert len(problems) == 2
     assert "only a-zA-Z0-9_.-" in problems[0] and "aws or ssm" in problems[1]
+
+
+@pytest.mark.parametrize("prefix", ["webapp-production", "p" * 21 + "-" + "e" * 21,
+                                    "internal-staging", "a1-b2"])
+def test_load_balancer_names_fit_elb_for_every_valid_project_and_environment(prefix):
+    """The longest project and environment names (21 + 21) still give names AWS accepts."""
+    from modules.load_balancer import elb_name
+
+    names = {kind: elb_name(kind, prefix) for kind in ("nlb", "tcp80", "tcp443")}
+    stack = {"resource": {"aws_lb": {"b": {"name": names["nlb"]}}, "aws_lb_target_group": {
+        "h": {"name": names["tcp80"]}, "s": {"name": names["tcp443"]}}}}
+    assert violations(stack) == []
+    assert len(set(names.values())) == 3

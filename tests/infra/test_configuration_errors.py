@@ -310,6 +310,21 @@ CORPUS = [
         id="count-too-many"),
     pytest.param(change({"app": None}), [
         "app: expected a mapping of settings (got None)"], id="section-null"),
+    pytest.param(change({"load_balancer.count": 3}), [
+        "load_balancer.count: 3 load balancers; write 1 (LB-01 holds the Elastic IP, a single "
+        "point of failure) or 2 (LB-01 and LB-02 behind a Network Load Balancer)"],
+        id="lb-count-three"),
+    pytest.param(change({"load_balancer.count": 0}), [
+        "load_balancer.count: 0 load balancers; write 1"], id="lb-count-zero"),
+    pytest.param(change({"load_balancer.count": "2"}), [
+        "load_balancer.count: Input should be a valid integer (got '2'; write it without "
+        "quotes)"], id="lb-count-quoted"),
+    pytest.param(change({"load_balancer.count": True}), [
+        "load_balancer.count: Input should be a valid integer (got True"], id="lb-count-bool"),
+    pytest.param(change({"load_balancer.size": 2}), [
+        "load_balancer.size: unknown key. Allowed keys here: count"], id="lb-unknown-key"),
+    pytest.param(change({"load_balancer": 2}), [
+        "load_balancer: expected a mapping of settings (got 2)"], id="lb-section-number"),
     pytest.param(change({"app.image": 1.5}), [
         "app.image: Input should be a valid string (got 1.5; YAML reads it as a number: "
         "quote it)"], id="image-number"),

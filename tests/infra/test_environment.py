@@ -95,12 +95,12 @@ def test_default_security_group_is_closed_and_flow_logs_are_on(production):
     assert flow_log["traffic_type"] == "ALL"
 
 
-@pytest.mark.parametrize("environment, app_hosts, log_type", [
-    ("production", 3, "t3.medium"), ("staging", 2, "t3.small")])
-def test_instance_types_and_counts(stack_json, environment, app_hosts, log_type):
+@pytest.mark.parametrize("environment, lb_hosts, app_hosts, log_type", [
+    ("production", 2, 3, "t3.medium"), ("staging", 1, 2, "t3.small")])
+def test_instance_types_and_counts(stack_json, environment, lb_hosts, app_hosts, log_type):
     by_role = instances_by_role(stack_json(environment))
     assert {role: len(hosts) for role, hosts in by_role.items()} == {
-        "lb": 1, "app": app_hosts, "db": 1, "nfs": 1, "log": 1}
+        "lb": lb_hosts, "app": app_hosts, "db": 1, "nfs": 1, "log": 1}
     expected = dict(SEED_TYPES, log=log_type)
     for role, hosts in by_role.items():
         assert {h["instance_type"] for h in hosts} == {expected[role]}, role
@@ -120,19 +120,32 @@ def test_hosts_sit_in_their_subnets_with_fixed_addresses(production):
     assert [h["private_ip"] for h in by_role["app"]] == ["10.0.2.20", "10.0.2.21", "10.0.2.22"]
 
 
-def test_only_lb_01_has_a_public_address(production):
-    eips = resources(production, "aws_eip").values()
-    lb_key = next(k for k, h in resources(production, "aws_instance").items()
+def test_with_one_lb_only_lb_01_has_a_public_address(stack_json):
+    staging = stack_json("staging")
+    eips = resources(staging, "aws_eip").values()
+    lb_key = next(k for k, h in resources(staging, "aws_instance").items()
                   if h["tags"]["Role"] == "lb")
     attached = [e for e in eips if "instance" in e]
     assert [e["instance"] for e in attached] == [ref("aws_instance", lb_key)]
     assert all(not h.get("associate_public_ip_address")
+               for h in resources(staging, "aws_instance").values())
+    assert "aws_lb" not in staging["resource"]
+
+
+def test_with_two_lbs_no_host_has_a_public_address(production):
+    assert [e for e in resources(production, "aws_eip").values() if "instance" in e] == []
+    assert all(not h.get("associate_public_ip_address")
                for h in resources(production, "aws_instance").values())
 
 
-def test_security_groups_open_exactly_the_design(production):
-    assert rules(production, "aws_vpc_security_group_ingress_rule") == DESIGN_INGRESS
-    assert len(resources(production, "aws_vpc_security_group_ingress_rule")) == 8
+def test_security_groups_open_exactly_the_design(production, stack_json):
+    # Two LBs add one rule: the NLB's health checks of Caddy, from the NLB's subnet.
+    assert rules(production, "aws_vpc_security_group_ingress_rule") == DESIGN_INGRESS | {
+        ("SG-LB", 8080, "10.0.1.0/24")}
+    assert len(resources(production, "aws_vpc_security_group_ingress_rule")) == 9
+    staging = stack_json("staging")
+    assert rules(staging, "aws_vpc_security_group_ingress_rule") == DESIGN_INGRESS
+    assert len(resources(staging, "aws_vpc_security_group_ingress_rule")) == 8
     assert sorted(group_names(production).values()) == [
         "SG-APP", "SG-DB", "SG-LB", "SG-LOG", "SG-NFS"]
     # Every group is defined inline-free: rules only as separate resources.
@@ -223,7 +236,8 @@ def test_outputs_give_the_rolling_update_what_it_needs(production):
     outputs = production["output"]
     assert {"lb_public_ip", "hosts", "kibana_url", "db_password_parameter"} <= set(outputs)
     hosts = outputs["hosts"]["value"]
-    assert sorted(hosts) == ["APP-1", "APP-2", "APP-3", "DB-01", "LB-01", "LOG-01", "NFS-01"]
+    assert sorted(hosts) == ["APP-1", "APP-2", "APP-3", "DB-01", "LB-01", "LB-02", "LOG-01",
+                             "NFS-01"]
     assert hosts["APP-2"]["role"] == "app"
     assert hosts["APP-2"]["instance_id"].startswith("${aws_instance.")
     assert outputs["kibana_url"]["value"] == "http://10.0.2.12:5601"
@@ -280,12 +294,17 @@ def test_graviton_hosts_boot_an_arm64_image():
     assert used == {("app", arm), ("lb", x86), ("db", x86), ("nfs", x86), ("log", x86)}
 
 
-def test_lb_01s_address_is_associated_only_once_the_internet_gateway_exists(production):
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_lb_01s_address_is_associated_only_once_the_internet_gateway_exists(stack_json,
+                                                                            environment):
     """AWS refuses to associate an Elastic IP with an instance of a VPC with no internet
-    gateway; without the dependency Terraform may try both at once."""
-    (gateway_key,) = resources(production, "aws_internet_gateway")
-    (address,) = [a for a in resources(production, "aws_eip").values() if "instance" in a]
-    assert f"aws_internet_gateway.{gateway_key}" in address.get("depends_on", [])
+    gateway; without the dependency Terraform may try both at once. The NLB (two LBs)
+    references the address, so it waits for the gateway too."""
+    stack = stack_json(environment)
+    (gateway_key,) = resources(stack, "aws_internet_gateway")
+    addresses = resources(stack, "aws_eip")
+    (key,) = [k for k in addresses if k.startswith("LB-01_")]
+    assert f"aws_internet_gateway.{gateway_key}" in addresses[key].get("depends_on", [])
 
 
 @pytest.mark.parametrize("environment", ["production", "staging"])

@@ -16,12 +16,16 @@ from tests.provisioning.postgres_server import postgres_server  # noqa: F401 (a 
 
 # What NFS-01's user data is rendered with outside Terraform: a well-formed volume ID.
 VOLUME_ID = "vol-0123456789abcdef0"
+# What two LBs' user data is rendered with: a bucket name as Terraform's bucket_prefix makes.
+CERTIFICATE_BUCKET = "webapp-production-certs-20261201000000000000000001"
 
 
 def render_host(settings, host_name: str) -> str:
     role = next(r for r in ROLES if host_name in settings.host_names(r))
+    shares = role == "lb" and settings.load_balancer.count > 1
     return user_data.render(settings, role, host_name,
-                            nfs_volume_id=VOLUME_ID if role == "nfs" else None)
+                            nfs_volume_id=VOLUME_ID if role == "nfs" else None,
+                            certificate_bucket=CERTIFICATE_BUCKET if shares else None)
 
 
 @pytest.fixture(scope="session")

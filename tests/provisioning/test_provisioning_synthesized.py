@@ -22,6 +22,9 @@ from tests.tools import require_tool
 EC2_USER_DATA_LIMIT = 16 * 1024
 
 VOLUME_REFERENCE = re.compile(r"^\$\{aws_ebs_volume\.[\w-]+\.id\}$")
+BUCKET_REFERENCE = re.compile(r"^\$\{aws_s3_bucket\.[\w-]+\.bucket\}$")
+# Every reference user data may hold: NFS-01's volume, the LBs' certificate bucket.
+REFERENCE = re.compile(r"\$\{aws_(ebs_volume\.[\w-]+\.id|s3_bucket\.[\w-]+\.bucket)\}")
 HCL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 
 
@@ -78,7 +81,7 @@ def test_every_host_gets_its_rendered_user_data_gzipped_by_terraform(stack_json,
         text, references = hcl_string(instance["user_data_base64"], "base64gzip")
         # The tag hashes what the host receives, a reference counted as a placeholder.
         assert instance["tags"]["UserDataSha256"] == hashlib.sha256(
-            re.sub(r"\$\{aws_ebs_volume\.[\w-]+\.id\}", "${reference}", text).encode()
+            REFERENCE.sub("${reference}", text).encode()
         ).hexdigest(), name
         if role == "nfs":
             # Terraform puts the volume's ID where the reference is; YAML quotes the
@@ -87,6 +90,12 @@ def test_every_host_gets_its_rendered_user_data_gzipped_by_terraform(stack_json,
             assert VOLUME_REFERENCE.match(volume)
             expected = user_data.render(settings, role, name, nfs_volume_id="vol-0abc")
             assert yaml.safe_load(text.replace(volume, "vol-0abc")) == yaml.safe_load(expected)
+        elif role == "lb" and settings.load_balancer.count > 1:
+            # Two LBs: the certificate bucket's name, which Terraform makes.
+            (bucket,) = set(references)
+            assert BUCKET_REFERENCE.match(bucket), name
+            expected = user_data.render(settings, role, name, certificate_bucket="b-0abc")
+            assert yaml.safe_load(text.replace(bucket, "b-0abc")) == yaml.safe_load(expected)
         else:
             assert references == [], name
             assert text == user_data.render(settings, role, name), name
@@ -97,7 +106,7 @@ def test_terraform_itself_reads_back_exactly_the_rendered_user_data(stack_json, 
     """The real Terraform evaluates what EC2 gets; the tag is the SHA-256 of exactly that."""
     terraform = require_tool("terraform")
     settings = load_environment("production")
-    expressions, expected, tags = {}, {}, {}
+    expressions, expected, tags, referencing = {}, {}, {}, set()
     for name, instance in instances(stack_json("production")).items():
         role, key = instance["tags"]["Role"], name.replace("-", "_").lower()
         data = instance["user_data_base64"]
@@ -105,10 +114,18 @@ def test_terraform_itself_reads_back_exactly_the_rendered_user_data(stack_json, 
             # No volume exists here: its ID is put where Terraform would put it.
             (volume,) = set(re.findall(r"\$\{aws_ebs_volume\.[\w-]+\.id\}", data))
             data = data.replace(volume, "vol-0abc")
+            referencing.add(key)
+        if role == "lb" and settings.load_balancer.count > 1:
+            # Nor does the certificate bucket (two LBs).
+            (bucket,) = set(re.findall(r"\$\{aws_s3_bucket\.[\w-]+\.bucket\}", data))
+            data = data.replace(bucket, "b-0abc")
+            referencing.add(key)
         expressions[f"{key}_data"] = data
         tags[key] = instance["tags"]["UserDataSha256"]
-        expected[key] = user_data.render(settings, role, name, nfs_volume_id=(
-            "vol-0abc" if role == "nfs" else None)).encode()
+        expected[key] = user_data.render(
+            settings, role, name, nfs_volume_id="vol-0abc" if role == "nfs" else None,
+            certificate_bucket=("b-0abc" if role == "lb" and settings.load_balancer.count > 1
+                                else None)).encode()
     (tmp_path / "main.tf.json").write_text(json.dumps({"locals": expressions}))
     everything = ", ".join(f"{k} = local.{k}" for k in expressions)
 
@@ -121,7 +138,7 @@ def test_terraform_itself_reads_back_exactly_the_rendered_user_data(stack_json, 
         compressed = base64.b64decode(values[f"{key}_data"])
         received = gzip.decompress(compressed)
         assert len(compressed) < EC2_USER_DATA_LIMIT, (key, len(compressed))
-        if key == "nfs_01":  # YAML quotes the reference, not the ID: compare as YAML
+        if key in referencing:  # YAML quotes a reference, not its value: compare as YAML
             assert yaml.safe_load(received) == yaml.safe_load(text)
         else:
             assert received == text, key
