@@ -49,6 +49,11 @@ BACKUP_SUBDIR = "backups"
 BACKUP_MOUNT = "/mnt/backups"
 # Ubuntu's "backup" user and group (34:34) own the backups; every NFS client is mapped to it.
 BACKUP_OWNER = "34:34"
+# DB-01's NFS mount. NFS-01's export keeps Linux's default ``secure`` (requests from source
+# ports below 1024 only, which only root can open on the client), so the client must not ask
+# for ``noresvport``. Keeping ``secure`` rather than exporting ``insecure`` means no
+# unprivileged process on an allowed address can speak NFS to NFS-01 as the export's user.
+NFS_MOUNT_OPTIONS = "nfsvers=4.2,hard,timeo=600,retrans=2,resvport"
 
 SCRIPTS = "/usr/local/sbin"
 DOCKER_DAEMON = {
@@ -231,6 +236,7 @@ def _database(settings: Settings, config: CloudConfig) -> None:
         "DB_PASSWORD_PARAMETER": parameters.db_password(settings),
         "AWS_REGION": settings.region,
         "NFS_SOURCE": nfs_source(settings),
+        "NFS_OPTIONS": NFS_MOUNT_OPTIONS,
         "BACKUP_MOUNT": BACKUP_MOUNT,
         "RETENTION_DAYS": settings.backups.retention_days,
     }))
