@@ -50,15 +50,16 @@ def exported_options(export_text: str, tmp_path) -> dict[str, dict[str, str]]:
     return table
 
 
-def script_default_options() -> str:
-    return re.search(r'NFS_OPTIONS:=([^}]*)\}', file_text("db-backup.sh")).group(1)
-
-
 def mount_options(cloud_config: dict) -> dict[str, str]:
-    """DB-01's mount options: its backup.env's, else db-backup's own default."""
-    env = dict(line.split("=", 1) for line in
-               written_file(cloud_config, "/etc/db/backup.env")["content"].splitlines())
-    options = env.get("NFS_OPTIONS", script_default_options())
+    """DB-01's NFS mount options, from wherever its user data mounts NFS-01's export:
+    the systemd mount unit, else (older versions) db-backup's own default."""
+    units = [entry["content"] for entry in cloud_config["write_files"]
+             if entry["path"].endswith(".mount") and "Type=nfs" in entry["content"]]
+    if units:
+        (unit,) = units
+        options = re.search(r"^Options=(.+)$", unit, re.M)[1]
+    else:
+        options = re.search(r'NFS_OPTIONS:=([^}]*)\}', file_text("db-backup.sh")).group(1)
     return dict(option.partition("=")[::2] for option in options.split(","))
 
 
@@ -80,7 +81,8 @@ def test_db01_mount_options_are_accepted_by_nfs01_export(production, cloud_confi
     assert (export["anonuid"], export["anongid"]) == tuple(user_data.BACKUP_OWNER.split(":"))
 
 
-def test_the_script_default_matches_the_rendered_options(cloud_configs):
-    default = script_default_options()
-    rendered = written_file(cloud_configs["db"], "/etc/db/backup.env")["content"]
-    assert f"NFS_OPTIONS={default}\n" in rendered
+def test_db01_mounts_nfs01_export_once_with_those_options(production, cloud_configs):
+    unit = written_file(cloud_configs["db"], f"/etc/systemd/system/{user_data.BACKUP_MOUNT_UNIT}")
+    assert f"What={user_data.nfs_source(production)}\n" in unit["content"]
+    assert f"Options={user_data.NFS_MOUNT_OPTIONS}\n" in unit["content"]
+    assert "mount -t" not in file_text("db-backup.sh")
