@@ -247,7 +247,7 @@ def _database(settings: Settings, config: CloudConfig) -> None:
         "NFS_SOURCE": nfs_source(settings),
         "BACKUP_MOUNT": BACKUP_MOUNT,
         "RETENTION_DAYS": settings.backups.retention_days,
-        "PGBACKREST_CONF": pgbackrest.CONFIG_PATH,
+        "PGBACKREST_CONFIG": pgbackrest.CONFIG_PATH,
         "STANZA": pgbackrest.STANZA,
         "PG_DATA": data_directory,
         "CLUSTER_UNIT": cluster_unit,

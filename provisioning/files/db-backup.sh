@@ -4,7 +4,8 @@
 # PostgreSQL's archive_command; these commands take, check and restore the backups.
 #
 #   db-backup init                       create the stanza in both repositories (first boot)
-#   db-backup backup full|diff           a backup to repo1, then to repo2 (the timers run it)
+#   db-backup backup full|diff [--repo 1|2]
+#                                        a backup to repo1, then to repo2 (the timers run it)
 #   db-backup check                      pgbackrest check and verify, expire old dumps (daily)
 #   db-backup info                       the backups and WAL of each repository
 #   db-backup restore --latest|--to TIME [--repo 1|2]
@@ -37,7 +38,7 @@ load_defaults "$CONFIG_FILE"
 : "${PG_DUMP:=pg_dump}"
 : "${PG_RESTORE:=pg_restore}"
 : "${PGBACKREST:=pgbackrest}"
-: "${PGBACKREST_CONF:=/etc/pgbackrest/pgbackrest.conf}"
+: "${PGBACKREST_CONFIG:=/etc/pgbackrest/pgbackrest.conf}"
 : "${STANZA:=main}"
 : "${PG_DATA:=/var/lib/postgresql/16/main}"
 : "${CLUSTER_UNIT:=postgresql@16-main.service}"
@@ -68,7 +69,7 @@ as_db_user() {
 }
 
 pgbackrest() {
-    as_db_user "$PGBACKREST" "--config=$PGBACKREST_CONF" "--stanza=$STANZA" "$@"
+    as_db_user "$PGBACKREST" "--config=$PGBACKREST_CONFIG" "--stanza=$STANZA" "$@"
 }
 
 # NFS-01's export is mounted by systemd (mnt-backups.mount); repo1 and the dumps live there.
@@ -169,10 +170,14 @@ init() {
 }
 
 backup() {
-    local type=${1:-} repo failed=()
-    [[ $type == full || $type == diff ]] || die "usage: db-backup backup full|diff"
+    local type=${1:-} repos=(1 2) repo failed=()
+    [[ $type == full || $type == diff ]] || die "usage: db-backup backup full|diff [--repo 1|2]"
+    if [[ ${2:-} == --repo ]]; then
+        [[ ${3:-} == 1 || ${3:-} == 2 ]] || die "--repo is 1 (NFS-01) or 2 (S3), not '${3:-}'"
+        repos=("$3")
+    fi
     # One repository at a time, each to the end: a dead NFS-01 must not cost the S3 copy.
-    for repo in 1 2; do
+    for repo in "${repos[@]}"; do
         if pgbackrest "--repo=$repo" "--type=$type" backup; then
             log "$type backup to repo$repo done"
         else
@@ -224,7 +229,7 @@ restore() {
     fi
     # WAL comes from the same repository as the backup: with NFS-01 gone, repo2 alone.
     options=("--repo=$repo" --delta
-        "--recovery-option=restore_command=$PGBACKREST --config=$PGBACKREST_CONF --stanza=$STANZA --repo=$repo archive-get %f \"%p\"")
+        "--recovery-option=restore_command=$PGBACKREST --config=$PGBACKREST_CONFIG --stanza=$STANZA --repo=$repo archive-get %f \"%p\"")
     if [[ $target == latest ]]; then
         options+=(--type=default)
     else
@@ -244,7 +249,7 @@ restore() {
 
 case ${1:-} in
     init) init ;;
-    backup) backup "${2:-}" ;;
+    backup) backup "${2:-}" "${3:-}" "${4:-}" ;;
     check) check ;;
     info) pgbackrest info ;;
     restore) shift; restore "$@" ;;
@@ -252,7 +257,7 @@ case ${1:-} in
     dumps) dumps ;;
     dump-restore) dump_restore "${2:-}" ;;
     *)
-        sed -n '2,23s/^# \{0,1\}//p' "$0" >&2
+        sed -n '2,24s/^# \{0,1\}//p' "$0" >&2
         exit 2
         ;;
 esac
