@@ -39,3 +39,4 @@ class HostRole(Construct):
                           policy=permissions.json)
         profile = IamInstanceProfile(self, "profile", name=config.name, role=role.name)
         self.instance_profile_name = profile.name
+        self.role_arn = role.arn
