@@ -210,7 +210,9 @@ class BackedUpCluster:
             'case $1 in\n'
             f'  stop) "${{pg_ctl[@]}}" status >/dev/null 2>&1 || exit 0; '
             '"${pg_ctl[@]}" --mode fast --wait stop ;;\n'
-            f'  start) "${{pg_ctl[@]}}" --wait --log "{self.root}/server.log" start ;;\n'
+            # Like systemd's unit, no start timeout: recovery may replay a lot of WAL.
+            f'  start) "${{pg_ctl[@]}}" --wait --timeout 600 --log "{self.root}/server.log" '
+            'start ;;\n'
             'esac\n')
         (self.root / "systemctl").chmod(0o755)
         subprocess.run(_as_postgres([str(self.bindir / "initdb"), "--pgdata", str(self.data),
@@ -238,8 +240,11 @@ class BackedUpCluster:
         result = subprocess.run(["bash", str(FILES_DIR / "db-backup.sh"), *args], env=self.env,
                                 capture_output=True, text=True, timeout=600)
         if check and result.returncode != 0:
+            log = self.root / "server.log"
+            tail = log.read_text().splitlines()[-30:] if log.exists() else []
             raise AssertionError(f"db-backup {' '.join(args)} exited {result.returncode}:\n"
-                                 f"{result.stdout}\n{result.stderr}")
+                                 f"{result.stdout}\n{result.stderr}\nserver.log:\n"
+                                 + "\n".join(tail))
         return result
 
     def psql(self, sql: str) -> str:
