@@ -153,6 +153,15 @@ S3LifecycleFilter = _lifecycle.S3BucketLifecycleConfigurationRuleFilter
 S3LifecycleNoncurrentExpiration = (
     _lifecycle.S3BucketLifecycleConfigurationRuleNoncurrentVersionExpiration)
 S3LifecycleAbortUpload = _lifecycle.S3BucketLifecycleConfigurationRuleAbortIncompleteMultipartUpload
+S3LifecycleExpiration = _lifecycle.S3BucketLifecycleConfigurationRuleExpiration
 S3BucketOwnershipControls = _aws("s3_bucket_ownership_controls").S3BucketOwnershipControls
+
+# backups: encryption keys, alarms and their notifications
+DataAwsCallerIdentity = _aws("data_aws_caller_identity").DataAwsCallerIdentity
+KmsKey = _aws("kms_key").KmsKey
+KmsAlias = _aws("kms_alias").KmsAlias
+SnsTopic = _aws("sns_topic").SnsTopic
+SnsTopicSubscription = _aws("sns_topic_subscription").SnsTopicSubscription
+CloudwatchMetricAlarm = _aws("cloudwatch_metric_alarm").CloudwatchMetricAlarm
 
 __all__ = [name for name in dir() if name[0].isupper()]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime
 import difflib
 import errno
+import hashlib
 import ipaddress
 import os
 import re
@@ -54,6 +55,11 @@ ELASTICSEARCH_PORT = 9200
 KIBANA_PORT = 5601
 
 ROLES = ("lb", "app", "db", "nfs", "log")
+# DB-01's backup health in CloudWatch (provisioning/files/backup_metrics.py) and when its
+# alarms go off: a daily backup missed by two hours, WAL archiving five minutes behind.
+BACKUP_METRIC_NAMESPACE = "WebPlatform/Backups"
+BACKUP_AGE_ALARM_SECONDS = 26 * 3600
+ARCHIVE_LAG_ALARM_SECONDS = 5 * 60
 
 # Private addresses are fixed per role (an offset into the host's subnet). Knowing them at
 # synthesis keeps every host's configuration free of cross-references: no dependency cycle
@@ -283,12 +289,32 @@ class NfsSettings(_Section):
 
 
 class BackupSettings(_Section):
-    """The daily PostgreSQL backup taken on DB-01 and written to NFS-01."""
+    """DB-01's pgBackRest backups, in NFS-01's repository and the S3 bucket's."""
 
+    # Any second of the last retention_days can be restored, in both repositories.
     retention_days: int = Field(default=14, ge=1, le=3650)
-    # systemd OnCalendar time of day, UTC.
+    # systemd OnCalendar time of day, UTC: the full backup on full_backup_day, a
+    # differential on the other days.
     time: str = Field(default="03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
                       description="HH:MM, 24-hour clock, UTC, in quotes")
+    full_backup_day: str = Field(default="Sun", pattern=r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun)$",
+                                 description="Mon, Tue, Wed, Thu, Fri, Sat or Sun")
+
+
+def _email(value: str) -> str:
+    if value.lower().startswith("mailto:"):
+        raise ValueError(f"{shown(value)}: write the address alone, without mailto:")
+    if not re.fullmatch(r"[^@\s:]+@[^@\s]+\.[a-z]{2,}", value):
+        raise ValueError(f"{shown(value)} is not an e-mail address such as ops@example.com")
+    return value
+
+
+class AlertSettings(_Section):
+    """Where the alarms go: an SNS topic with one e-mail subscription."""
+
+    # AWS mails a confirmation link to this address; no alarm reaches it before it is clicked.
+    email: Annotated[str, AfterValidator(_email)] = Field(
+        description="an e-mail address such as ops@example.com")
 
 
 def _load_balancer_count(value: int) -> int:
@@ -370,6 +396,7 @@ class Settings(_Section):
     app: AppSettings
     nfs: NfsSettings = NfsSettings()
     backups: BackupSettings = BackupSettings()
+    alerts: AlertSettings
     logs: LogSettings = LogSettings()
     tags: dict[Annotated[str, AfterValidator(_tag_key)],
                Annotated[str, AfterValidator(_tag_value)]] = {}
@@ -405,12 +432,7 @@ class Settings(_Section):
     @field_validator("acme_email")
     @classmethod
     def _check_email(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and value.lower().startswith("mailto:"):
-            raise ValueError(f"{shown(value)}: write the address alone, without mailto:")
-        if value is not None and not re.fullmatch(r"[^@\s:]+@[^@\s]+\.[a-z]{2,}", value):
-            raise ValueError(f"{shown(value)} is not an e-mail address such as "
-                             "ops@example.com")
-        return value
+        return value if value is None else _email(value)
 
     @field_validator("github_repository")
     @classmethod
@@ -463,6 +485,18 @@ class Settings(_Section):
     def name_prefix(self) -> str:
         """Prefix of every named AWS resource of this environment."""
         return f"{self.project}-{self.environment}"
+
+    @property
+    def backup_bucket(self) -> str:
+        """The S3 bucket of DB-01's second backup repository.
+
+        Bucket names are global: the environment's name alone could be anyone's, so a hash of
+        the state bucket (already unique and the user's) makes it theirs. Known at synthesis,
+        so DB-01's user data stays plain text.
+        """
+        digest = hashlib.sha256(self.state_bucket.encode()).hexdigest()[:10]
+        # At most 21 + 1 + 21 + 8 + 10 = 61 characters: within S3's 63.
+        return f"{self.name_prefix}-backup-{digest}"
 
     @property
     def app_repository_name(self) -> str:

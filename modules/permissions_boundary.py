@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.cdk import Construct, DataAwsIamPolicyDocument, IamPolicy
+from core.settings import BACKUP_METRIC_NAMESPACE
+from modules.certificate_store import MAX_BUCKET_PREFIX
 
 # Instance and volume changes that would stop, replace or reach into a host. Each action's
 # instance and volume resources support aws:ResourceTag (AWS's service authorization pages).
@@ -27,8 +29,8 @@ REMOTE_SHELL = ["ssm:SendCommand", "ssm:StartSession"]
 # The most any role of an environment may ever do: what its hosts and its VPC flow logs need,
 # as (resources, actions), "*" where IAM cannot scope the action. The SSM agent's part is
 # AmazonSSMManagedInstanceCore without ssm:GetParameter(s) (the parameters come from the
-# OwnParameters statement). A host needing a new service (S3 for backups, say) adds one line
-# here and one in its own role's statements.
+# OwnParameters statement). A host needing a new service adds one line here and one in its
+# own role's statements; the environment's buckets and metrics are in PermissionsBoundary.
 INSTANCES = ("arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:managed-instance/*")
 CEILING = (
     (("*",), ("ssm:GetDeployablePatchSnapshotForInstance", "ssm:GetManifest",
@@ -50,6 +52,11 @@ CEILING = (
     (("arn:aws:logs:*:*:log-group:*",), ("logs:CreateLogStream", "logs:PutLogEvents",
                                          "logs:DescribeLogStreams")),
 )
+
+
+def bucket_stem(config: PermissionsBoundaryConfig) -> str:
+    """The start of every bucket name of the environment."""
+    return f"{config.project}-{config.environment}-"[:MAX_BUCKET_PREFIX - 1]
 
 
 def boundary_name(project: str, environment: str) -> str:
@@ -130,6 +137,16 @@ class PermissionsBoundary(Construct):
             {"sid": "OwnParameters", "actions": ["ssm:GetParameter", "ssm:PutParameter"],
              "resources": [f"arn:aws:ssm:*:*:parameter/{config.project}/"
                            f"{config.environment}/*"]},
+            # The LBs' certificate store and DB-01's backup copy: every bucket of the
+            # environment is named from its prefix (bucket prefixes are cut to fit S3's 63).
+            {"sid": "OwnBuckets", "actions": ["s3:ListBucket", "s3:GetBucketLocation"],
+             "resources": [f"arn:aws:s3:::{bucket_stem(config)}*"]},
+            {"sid": "OwnBucketObjects",
+             "actions": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+             "resources": [f"arn:aws:s3:::{bucket_stem(config)}*/*"]},
+            {"sid": "OwnMetrics", "actions": ["cloudwatch:PutMetricData"], "resources": ["*"],
+             "condition": [{"test": "StringEquals", "variable": "cloudwatch:namespace",
+                            "values": [BACKUP_METRIC_NAMESPACE]}]},
             *config.guardrails,
         ])
         policy = IamPolicy(self, "policy",

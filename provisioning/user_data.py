@@ -16,12 +16,12 @@ import argparse
 import sys
 from typing import Optional
 
-from core.settings import (APP_PORT, HEALTH_AGENT_PORT, HTTP_PORT, LB_HEALTH_PATH,
-                           LB_HEALTH_PORT, POSTGRES_PORT, ROLES, ConfigError, Settings,
-                           load_environment)
-from provisioning import images, logging_stack, parameters
+from core.settings import (APP_PORT, BACKUP_METRIC_NAMESPACE, HEALTH_AGENT_PORT, HTTP_PORT,
+                           LB_HEALTH_PATH, LB_HEALTH_PORT, POSTGRES_PORT, ROLES, ConfigError,
+                           Settings, load_environment)
+from provisioning import images, logging_stack, parameters, pgbackrest
 from provisioning.caddy import caddy_config
-from provisioning.cloud_config import CloudConfig, env_file, file_text, host_text, template_text
+from provisioning.cloud_config import CloudConfig, env_file, host_text, template_text
 
 # Caddy's active health check of each APP host's health agent. A drained host is out of the
 # pool after one interval x fails (plus a probe's timeout); app-deploy waits that long plus
@@ -56,6 +56,15 @@ BACKUP_SUBDIR = "backups"
 BACKUP_MOUNT = "/mnt/backups"
 # Ubuntu's "backup" user and group (34:34) own the backups; every NFS client is mapped to it.
 BACKUP_OWNER = "34:34"
+# DB-01's NFS mount. NFS-01's export keeps Linux's default ``secure`` (requests from source
+# ports below 1024 only, which only root can open on the client), so the client must not ask
+# for ``noresvport``. Keeping ``secure`` rather than exporting ``insecure`` means no
+# unprivileged process on an allowed address can speak NFS to NFS-01 as the export's user.
+# soft, about 45 s (timeo x retrans): with NFS-01 gone, pgBackRest gets an error instead of
+# hanging in the kernel, and WAL and backups still reach the S3 repository. Every file
+# pgBackRest writes is checksummed and verified, so a write cut short is found, not trusted.
+NFS_MOUNT_OPTIONS = "nfsvers=4.2,soft,timeo=150,retrans=3,resvport"
+BACKUP_MOUNT_UNIT = "mnt-backups.mount"
 
 SCRIPTS = "/usr/local/sbin"
 DOCKER_DAEMON = {
@@ -248,6 +257,8 @@ def postgresql_conf(settings: Settings) -> str:
         "ssl_key_file = '/etc/ssl/private/ssl-cert-snakeoil.key'",
         "ssl_min_protocol_version = 'TLSv1.2'",
         "log_connections = on",
+        # Continuous archiving to both pgBackRest repositories (provisioning/pgbackrest.py).
+        *(f"{key} = '{value}'" for key, value in pgbackrest.archiving_settings().items()),
         "",
     ])
 
@@ -276,9 +287,12 @@ def nfs_source(settings: Settings) -> str:
 
 def _database(settings: Settings, config: CloudConfig) -> None:
     cluster = f"/etc/postgresql/{images.POSTGRES_MAJOR}/main"
+    cluster_unit = f"postgresql@{images.POSTGRES_MAJOR}-main.service"
+    data_directory = f"/var/lib/postgresql/{images.POSTGRES_MAJOR}/main"
     config.add_script(f"{SCRIPTS}/ssm-parameter", "ssm_parameter.py")
     config.add_script(f"{SCRIPTS}/db-setup", "db-setup.sh")
     config.add_script(f"{SCRIPTS}/db-backup", "db-backup.sh")
+    config.add_script(f"{SCRIPTS}/db-backup-metrics", "backup_metrics.py")
     config.add_file("/etc/db/backup.env", env_file({
         "DB_NAME": APP_DB_NAME,
         "DB_USER": APP_DB_USER,
@@ -288,25 +302,75 @@ def _database(settings: Settings, config: CloudConfig) -> None:
         "NFS_SOURCE": nfs_source(settings),
         "BACKUP_MOUNT": BACKUP_MOUNT,
         "RETENTION_DAYS": settings.backups.retention_days,
+        "PGBACKREST_CONFIG": pgbackrest.CONFIG_PATH,
+        "STANZA": pgbackrest.STANZA,
+        "PG_DATA": data_directory,
+        "CLUSTER_UNIT": cluster_unit,
     }))
+    config.add_file(pgbackrest.CONFIG_PATH, pgbackrest.config_text(
+        cluster=pgbackrest.Cluster(data_directory=data_directory, port=POSTGRES_PORT),
+        repo1_path=f"{BACKUP_MOUNT}/{pgbackrest.REPO1_SUBDIR}",
+        s3=pgbackrest.S3Repository(bucket=settings.backup_bucket, region=settings.region),
+        retention_days=settings.backups.retention_days))
     # Staged here and installed after the package has created the cluster: pg_createcluster
     # refuses a configuration directory that already exists.
     config.add_file("/etc/db/postgresql.conf", postgresql_conf(settings))
     config.add_file("/etc/db/pg_hba.conf", pg_hba_conf(settings))
-    config.add_file("/etc/systemd/system/db-backup.service", file_text("db-backup.service"))
-    config.add_file("/etc/systemd/system/db-backup.timer", template_text(
-        "db-backup.timer", on_calendar=f"*-*-* {settings.backups.time}:00 UTC"))
+    config.add_file(f"/etc/systemd/system/{BACKUP_MOUNT_UNIT}",
+                    backup_mount_unit(nfs_source(settings)))
+    units = pgbackrest.systemd_units(
+        schedule=pgbackrest.schedule(settings.backups.full_backup_day, settings.backups.time),
+        cluster_unit=cluster_unit, mount_unit=BACKUP_MOUNT_UNIT,
+        metrics_command=[f"{SCRIPTS}/db-backup-metrics",
+                         "--namespace", BACKUP_METRIC_NAMESPACE,
+                         "--environment", settings.environment, "--region", settings.region])
+    for name, text in units.items():
+        config.add_file(f"/etc/systemd/system/{name}", text)
     install = ["install", "-D", "-o", "postgres", "-g", "postgres", "-m", "0640"]
     config.step("install-packages",
-                ["install-packages", images.POSTGRES_PACKAGE, "nfs-common", "python3-boto3"])
+                ["install-packages", images.POSTGRES_PACKAGE, "pgbackrest", "nfs-common",
+                 "python3-boto3"])
+    config.step("reload-systemd", ["systemctl", "daemon-reload"])
+    # NFS-01 may still be booting: the mount is retried, and db-backup init waits for it.
+    config.step("mount-backups", ["systemctl", "enable", "--now", BACKUP_MOUNT_UNIT],
+                attempts=10, retry_seconds=30)
+    config.step("backup-directories", ["install", "-d", "-o", "postgres", "-g", "postgres",
+                                       "-m", "0750", pgbackrest.SPOOL_PATH,
+                                       pgbackrest.LOG_PATH])
     config.step("install-postgresql-conf",
                 [*install, "/etc/db/postgresql.conf", f"{cluster}/conf.d/60-platform.conf"])
     config.step("install-pg-hba", [*install, "/etc/db/pg_hba.conf", f"{cluster}/pg_hba.conf"])
-    config.step("restart-postgresql",
-                ["systemctl", "restart", f"postgresql@{images.POSTGRES_MAJOR}-main.service"])
+    config.step("restart-postgresql", ["systemctl", "restart", cluster_unit])
     config.step("db-setup", ["db-setup"])
-    config.step("reload-systemd", ["systemctl", "daemon-reload"])
-    config.step("start-backup-timer", ["systemctl", "enable", "--now", "db-backup.timer"])
+    # Retried: stanza-create waits for a lock the first archive-push may hold.
+    config.step("backup-stanza", ["db-backup", "init"], attempts=3, retry_seconds=60)
+    config.step("start-backup-timers", ["systemctl", "enable", "--now", *(
+        name for name in units if name.endswith(".timer"))])
+    # The first full backup now, not at the next scheduled one: until it exists, no restore
+    # is possible. --no-block: the boot does not wait for it; its alarm does.
+    config.step("first-backup",
+                ["systemctl", "start", "--no-block", "db-backup@full.service"])
+
+
+def backup_mount_unit(source: str) -> str:
+    """DB-01's systemd mount of NFS-01's export at BACKUP_MOUNT (repo1 and old dumps)."""
+    return "\n".join([
+        "# NFS-01's backup export: pgBackRest's repo1 (provisioning/user_data.py).",
+        "[Unit]",
+        "Description=NFS-01's backup export",
+        "Wants=network-online.target",
+        "After=network-online.target",
+        "",
+        "[Mount]",
+        f"What={source}",
+        f"Where={BACKUP_MOUNT}",
+        "Type=nfs4",
+        f"Options={NFS_MOUNT_OPTIONS}",
+        "",
+        "[Install]",
+        "WantedBy=remote-fs.target",
+        "",
+    ])
 
 
 def nfs_exports(settings: Settings) -> str:

@@ -1,9 +1,13 @@
-"""One environment of the design: network, security groups, five kinds of host, NFS storage."""
+"""One environment of the design: network, security groups, five kinds of host, NFS storage,
+the S3 backup copy and the alarms."""
 from __future__ import annotations
 
 from core.cdk import (AwsProvider, DataAwsCallerIdentity, DataAwsEcrRepository, IamStatement,
                       S3Backend, TerraformOutput, TerraformStack)
-from core.settings import KIBANA_PORT, ROLES, Settings
+from core.settings import (ARCHIVE_LAG_ALARM_SECONDS, BACKUP_AGE_ALARM_SECONDS,
+                           BACKUP_METRIC_NAMESPACE, KIBANA_PORT, ROLES, Settings)
+from modules.alarms import Alarms, AlarmsConfig, publisher_statements
+from modules.backup_bucket import BackupBucket, BackupBucketConfig
 from modules.certificate_store import CertificateStore, CertificateStoreConfig
 from modules.container_repository import pull_statements
 from modules.host import Host, HostConfig, UbuntuAmi
@@ -66,6 +70,10 @@ class EnvironmentStack(TerraformStack):
         # Two LBs share Caddy's certificates through S3; one keeps them to itself.
         certificates = (CertificateStore(self, "lb-certificates", CertificateStoreConfig(
             name=prefix)) if balanced else None)
+        backups = BackupBucket(self, "backup-bucket", BackupBucketConfig(
+            bucket=settings.backup_bucket,
+            noncurrent_version_days=settings.backups.retention_days,
+            protect=settings.protect_data))
 
         hosts: dict[str, Host] = {}
         identities: dict[str, HostRole] = {}
@@ -76,10 +84,16 @@ class EnvironmentStack(TerraformStack):
                 statements += pull_statements(app_images.arn)
             if role == "lb" and certificates:
                 statements += certificates.statements()
+            if role == "db":
+                # pgBackRest's repo2 and the backup metrics.
+                statements += (backups.writer_statements()
+                               + publisher_statements(BACKUP_METRIC_NAMESPACE))
             identity = identities[role] = HostRole(self, f"{role}-identity", HostRoleConfig(
                 name=f"{prefix}-{role}", statements=statements, permissions_boundary=boundary))
             if role == "lb" and certificates:
                 certificates.grant(identity.role_arn)
+            if role == "db":
+                backups.restrict_writes_to(identity.role_arn)
             subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
             for name, address in zip(settings.host_names(role), settings.private_ips(role)):
                 hosts[name] = Host(self, name, HostConfig(
@@ -116,6 +130,12 @@ class EnvironmentStack(TerraformStack):
                 name=prefix, vpc_id=network.vpc_id, subnet_id=network.public_subnet_id,
                 allocation_id=hosts["LB-01"].public_address_id,
                 targets={name: hosts[name].instance_id for name in settings.host_names("lb")}))
+        Alarms(self, "alarms", AlarmsConfig(
+            name=prefix, region=settings.region, email=settings.alerts.email,
+            environment=settings.environment, namespace=BACKUP_METRIC_NAMESPACE,
+            backup_age_seconds=BACKUP_AGE_ALARM_SECONDS,
+            archive_lag_seconds=ARCHIVE_LAG_ALARM_SECONDS,
+            instances={name: host.instance_id for name, host in hosts.items()}))
 
         TerraformOutput(self, "lb_public_ip", value=hosts["LB-01"].public_ip,
                         description="Point the domain's DNS A record here (the NLB's "
@@ -128,6 +148,8 @@ class EnvironmentStack(TerraformStack):
                         value=f"http://{settings.private_ips('log')[0]}:{KIBANA_PORT}",
                         description="Reach it through SSM port forwarding or the admin network")
         TerraformOutput(self, "db_password_parameter", value=parameters.db_password(settings))
+        TerraformOutput(self, "backup_bucket", value=backups.bucket_name,
+                        description="pgBackRest's repo2: DB-01's backups and WAL in S3")
 
 
 def _parameter_arns(settings: Settings, role: str, *, writer: bool = False,

@@ -1,18 +1,26 @@
 #!/bin/bash
-# db-backup: the app database's backups on NFS-01, taken and restored on DB-01.
+# db-backup: DB-01's backups with pgBackRest, in two repositories: repo1 on NFS-01 (mounted
+# at BACKUP_MOUNT), repo2 in the environment's S3 bucket. WAL is archived continuously by
+# PostgreSQL's archive_command; these commands take, check and restore the backups.
 #
-#   db-backup create          dump the database (pg_dump -Fc) to NFS-01, then delete the
-#                             backups older than RETENTION_DAYS (the daily timer runs this)
-#   db-backup list            the backups, oldest first
-#   db-backup restore NAME    restore a backup (a file name from `list`, a path, or
-#                             `latest`) over the database, in one transaction
+#   db-backup init                       create the stanza in both repositories (first boot)
+#   db-backup backup full|diff [--repo 1|2]
+#                                        a backup to repo1, then to repo2 (the timers run it)
+#   db-backup check                      pgbackrest check and verify, expire old dumps (daily)
+#   db-backup info                       the backups and WAL of each repository
+#   db-backup restore --latest|--to TIME [--repo 1|2]
+#                                        stop PostgreSQL, restore the cluster to the newest
+#                                        archived WAL or to TIME ("2026-12-01 10:31:07+00"),
+#                                        start it and wait until it accepts writes
 #
-# A backup is written to a hidden temporary file, checked with pg_restore --list and only
-# then renamed to DB-YYYYMMDDTHHMMSSZ.dump: a file with that name is always complete. On any
-# failure the command exits non-zero and deletes nothing but its own temporary file.
+# The daily pg_dump files of earlier versions stay restorable until they age out:
+#   db-backup dumps | dump | dump-restore NAME|PATH|latest
+#
+# A dump is written to a hidden temporary file, checked with pg_restore --list and only then
+# renamed to DB-YYYYMMDDTHHMMSSZ.dump: a file with that name is always complete.
 #
 # Settings come from the environment, else from /etc/db/backup.env (written by user data).
-# With NFS_SOURCE empty, BACKUP_DIR is used as it is (the tests use a local directory).
+# With NFS_SOURCE empty, BACKUP_DIR is used without checking that NFS-01 is mounted there.
 set -euo pipefail
 
 readonly CONFIG_FILE=${DB_BACKUP_CONFIG:-/etc/db/backup.env}
@@ -24,15 +32,21 @@ load_defaults "$CONFIG_FILE"
 : "${DB_NAME:=app}"
 : "${DB_OS_USER:=postgres}"
 : "${NFS_SOURCE:=}"
-: "${NFS_OPTIONS:=nfsvers=4.2,hard,timeo=600,retrans=2,noresvport}"
 : "${BACKUP_MOUNT:=/mnt/backups}"
 : "${BACKUP_DIR:=$BACKUP_MOUNT}"
 : "${RETENTION_DAYS:=14}"
 : "${PG_DUMP:=pg_dump}"
 : "${PG_RESTORE:=pg_restore}"
+: "${PGBACKREST:=pgbackrest}"
+: "${PGBACKREST_CONFIG:=/etc/pgbackrest/pgbackrest.conf}"
+: "${STANZA:=main}"
+: "${PG_DATA:=/var/lib/postgresql/16/main}"
+: "${CLUSTER_UNIT:=postgresql@16-main.service}"
+: "${SYSTEMCTL:=systemctl}"
+: "${PSQL:=psql}"
+: "${RESTORE_WAIT_SECONDS:=3600}"
 
 readonly STAMP_PATTERN='^[0-9]{8}T[0-9]{6}Z$'
-mounted_here=false
 partial=""
 
 log() { printf 'db-backup: %s\n' "$*"; }
@@ -40,9 +54,6 @@ die() { printf 'db-backup: error: %s\n' "$*" >&2; exit 1; }
 
 cleanup() {
     [[ -z $partial ]] || rm -f -- "$partial"
-    if $mounted_here && ! umount "$BACKUP_MOUNT"; then
-        log "warning: could not unmount $BACKUP_MOUNT"
-    fi
 }
 trap cleanup EXIT
 
@@ -57,15 +68,14 @@ as_db_user() {
     fi
 }
 
-# NFS-01's export is mounted only while a command needs it.
-mount_backups() {
-    [[ -n $NFS_SOURCE ]] || return 0
-    mkdir -p "$BACKUP_MOUNT"
-    if ! mountpoint -q "$BACKUP_MOUNT"; then
-        mount -t nfs4 -o "$NFS_OPTIONS" "$NFS_SOURCE" "$BACKUP_MOUNT" ||
-            die "cannot mount $NFS_SOURCE on $BACKUP_MOUNT"
-        mounted_here=true
-    fi
+pgbackrest() {
+    as_db_user "$PGBACKREST" "--config=$PGBACKREST_CONFIG" "--stanza=$STANZA" "$@"
+}
+
+# NFS-01's export is mounted by systemd (mnt-backups.mount); repo1 and the dumps live there.
+require_mount() {
+    [[ -z $NFS_SOURCE ]] || mountpoint -q "$BACKUP_MOUNT" ||
+        die "$BACKUP_MOUNT is not mounted: is NFS-01 up? (systemctl status mnt-backups.mount)"
 }
 
 # The complete backups of DB_NAME, oldest first (the time stamp sorts as text).
@@ -94,9 +104,9 @@ delete_expired() {
     done < <(backups)
 }
 
-create() {
+dump() {
     local stamp final
-    mount_backups
+    require_mount
     [[ -d $BACKUP_DIR && -w $BACKUP_DIR ]] || die "$BACKUP_DIR is missing or not writable"
     stamp=$(date -u +%Y%m%dT%H%M%SZ)
     final="$BACKUP_DIR/$DB_NAME-$stamp.dump"
@@ -115,18 +125,18 @@ create() {
     delete_expired
 }
 
-list() {
+dumps() {
     local file
-    mount_backups
+    require_mount
     while read -r file; do
         printf '%s\t%s bytes\n' "${file##*/}" "$(stat -c %s "$file")"
     done < <(backups)
 }
 
-restore() {
+dump_restore() {
     local choice=${1:-} file
-    [[ -n $choice ]] || die "usage: db-backup restore NAME|PATH|latest"
-    mount_backups
+    [[ -n $choice ]] || die "usage: db-backup dump-restore NAME|PATH|latest"
+    require_mount
     if [[ $choice == latest ]]; then
         file=$(backups | tail -n 1)
         [[ -n $file ]] || die "no backup of $DB_NAME in $BACKUP_DIR"
@@ -146,12 +156,108 @@ restore() {
     log "restored $DB_NAME from $file"
 }
 
+init() {
+    local attempt
+    # stanza-create is refused while an asynchronous archive-push holds its lock: try again.
+    for attempt in 1 2 3 4 5; do
+        if pgbackrest stanza-create; then
+            log "stanza $STANZA ready in every repository"
+            return 0
+        fi
+        sleep $((attempt * 5))
+    done
+    die "stanza-create failed; if this is a rebuilt DB-01, restore it: db-backup restore --latest"
+}
+
+backup() {
+    local type=${1:-} repos=(1 2) repo failed=()
+    [[ $type == full || $type == diff ]] || die "usage: db-backup backup full|diff [--repo 1|2]"
+    if [[ ${2:-} == --repo ]]; then
+        [[ ${3:-} == 1 || ${3:-} == 2 ]] || die "--repo is 1 (NFS-01) or 2 (S3), not '${3:-}'"
+        repos=("$3")
+    fi
+    # One repository at a time, each to the end: a dead NFS-01 must not cost the S3 copy.
+    for repo in "${repos[@]}"; do
+        if pgbackrest "--repo=$repo" "--type=$type" backup; then
+            log "$type backup to repo$repo done"
+        else
+            failed+=("repo$repo")
+        fi
+    done
+    ((${#failed[@]} == 0)) || die "$type backup failed in ${failed[*]}"
+}
+
+check() {
+    local repo failed=()
+    pgbackrest check || failed+=("check")
+    for repo in 1 2; do
+        pgbackrest "--repo=$repo" verify || failed+=("verify repo$repo")
+    done
+    if [[ -z $NFS_SOURCE ]] || mountpoint -q "$BACKUP_MOUNT"; then
+        delete_expired
+    fi
+    ((${#failed[@]} == 0)) || die "failed: ${failed[*]}"
+    log "archive and backups of $STANZA check out in every repository"
+}
+
+wait_until_open() {
+    local deadline=$((SECONDS + RESTORE_WAIT_SECONDS)) state
+    until state=$(as_db_user "$PSQL" -X -A -t -q -d postgres \
+        -c 'SELECT pg_is_in_recovery()' 2>/dev/null) && [[ $state == f ]]; do
+        ((SECONDS < deadline)) ||
+            die "PostgreSQL did not finish recovery within ${RESTORE_WAIT_SECONDS}s; see its log"
+        sleep 1
+    done
+}
+
+restore() {
+    local target="" repo=1 options
+    while (($#)); do
+        case $1 in
+            --latest) target=latest ;;
+            --to) target=${2:-}; shift ;;
+            --repo) repo=${2:-}; shift ;;
+            *) die "usage: db-backup restore --latest|--to TIME [--repo 1|2]" ;;
+        esac
+        shift
+    done
+    [[ -n $target ]] || die "usage: db-backup restore --latest|--to TIME [--repo 1|2]"
+    [[ $repo == 1 || $repo == 2 ]] || die "--repo is 1 (NFS-01) or 2 (S3), not '$repo'"
+    if [[ $target != latest ]]; then
+        date -u -d "$target" >/dev/null 2>&1 ||
+            die "--to '$target' is not a time such as '2026-12-01 10:31:07+00'"
+    fi
+    # WAL comes from the same repository as the backup: with NFS-01 gone, repo2 alone.
+    options=("--repo=$repo" --delta
+        "--recovery-option=restore_command=$PGBACKREST --config=$PGBACKREST_CONFIG --stanza=$STANZA --repo=$repo archive-get %f \"%p\"")
+    if [[ $target == latest ]]; then
+        options+=(--type=default)
+    else
+        options+=(--type=time "--target=$target" --target-action=promote)
+    fi
+    log "stopping $CLUSTER_UNIT"
+    "$SYSTEMCTL" stop "$CLUSTER_UNIT"
+    if [[ ! -d $PG_DATA ]]; then
+        install -d -m 0700 ${DB_OS_USER:+-o "$DB_OS_USER" -g "$DB_OS_USER"} "$PG_DATA"
+    fi
+    log "restoring $PG_DATA from repo$repo to ${target/latest/the newest archived WAL}"
+    pgbackrest "${options[@]}" restore || die "pgbackrest restore failed; $CLUSTER_UNIT stopped"
+    "$SYSTEMCTL" start "$CLUSTER_UNIT"
+    wait_until_open
+    log "restored from repo$repo; PostgreSQL is open for writes"
+}
+
 case ${1:-} in
-    create) create ;;
-    list) list ;;
-    restore) restore "${2:-}" ;;
+    init) init ;;
+    backup) backup "${2:-}" "${3:-}" "${4:-}" ;;
+    check) check ;;
+    info) pgbackrest info ;;
+    restore) shift; restore "$@" ;;
+    dump) dump ;;
+    dumps) dumps ;;
+    dump-restore) dump_restore "${2:-}" ;;
     *)
-        sed -n '2,10s/^# \{0,1\}//p' "$0" >&2
+        sed -n '2,24s/^# \{0,1\}//p' "$0" >&2
         exit 2
         ;;
 esac

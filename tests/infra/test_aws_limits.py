@@ -147,6 +147,10 @@ SSM_PARAMETER = Limit("SSM PutParameter Name (botocore max, documented character
                       max_length=botocore_limit("ssm", "PutParameter", "Name").max_length,
                       check=_ssm_parameter_problem)
 
+# SNS CreateTopic Name (documented; botocore carries no constraint): "Up to 256 characters.
+# Alphanumeric characters, hyphens (-), and underscores (_)" (.fifo topics aside).
+SNS_TOPIC_NAME = Limit("SNS CreateTopic Name (documented)", 1, 256, r"[A-Za-z0-9_\-]+")
+
 # (resource type, attribute) -> what AWS accepts there. Every `name`, `name_prefix` and
 # `description` a stack emits must be listed (see test_every_named_attribute_has_a_known_limit).
 LIMITS: dict[tuple[str, str], Limit] = {
@@ -184,6 +188,11 @@ LIMITS: dict[tuple[str, str], Limit] = {
     ("aws_ssm_parameter", "name"): SSM_PARAMETER,
     ("aws_ssm_parameter", "description"): botocore_limit("ssm", "PutParameter",
                                                          "Description"),
+    ("aws_sns_topic", "name"): SNS_TOPIC_NAME,
+    ("aws_cloudwatch_metric_alarm", "alarm_name"): botocore_limit(
+        "cloudwatch", "PutMetricAlarm", "AlarmName"),
+    ("aws_cloudwatch_metric_alarm", "alarm_description"): botocore_limit(
+        "cloudwatch", "PutMetricAlarm", "AlarmDescription"),
 }
 NAMED_ATTRIBUTES = ("name", "name_prefix", "description", "bucket_prefix")
 # Nested blocks whose numbers AWS bounds: (resource type, block) -> attribute -> limit.

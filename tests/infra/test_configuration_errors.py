@@ -336,6 +336,16 @@ CORPUS = [
         id="environment-mismatch"),
     pytest.param(change({"domain": "App.Example.com"}), [
         "domain: expected a lower-case DNS name"], id="domain-upper"),
+    pytest.param(change({"alerts.email": "mailto:ops@example.com"}), [
+        "alerts.email: 'mailto:ops@example.com': write the address alone, without mailto:"],
+        id="alert-email-mailto"),
+    pytest.param(change({"alerts.email": "ops at example.com"}), [
+        "alerts.email: 'ops at example.com' is not an e-mail address such as ops@example.com"],
+        id="alert-email-not-an-address"),
+    pytest.param(change({"alerts": DELETE}), ["alerts: required"], id="alerts-missing"),
+    pytest.param(change({"backups.full_backup_day": "Sunday"}), [
+        "backups.full_backup_day: expected Mon, Tue, Wed, Thu, Fri, Sat or Sun (got 'Sunday')"],
+        id="full-backup-day-spelled-out"),
     pytest.param(change({"backups.time": "25:00"}), [
         "backups.time: expected HH:MM, 24-hour clock, UTC, in quotes (got '25:00')"],
         id="time-out-of-range"),

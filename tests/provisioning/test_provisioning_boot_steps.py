@@ -153,12 +153,12 @@ def test_a_failed_step_exits_non_zero_under_sh(production, tmp_path):
     assert "systemctl status boot-db-setup.service" in failed.stderr
     # The step's journal is repeated where cloud-init keeps the boot's output.
     assert "journal: --unit=boot-db-setup.service --lines=30" in failed.stdout
-    (later,) = boot.steps_dir.glob("*-start-backup-timer")
+    (later,) = boot.steps_dir.glob("*-start-backup-timers")
     skipped = subprocess.run(["sh", str(later)], env=boot.env(), capture_output=True,
                              text=True, timeout=30)
-    assert skipped.stderr == ("boot-step: start-backup-timer not run: boot step db-setup "
+    assert skipped.stderr == ("boot-step: start-backup-timers not run: boot step db-setup "
                               "failed before it\n")
-    assert not any("db-backup.timer" in line for line in boot.events())
+    assert not any("db-backup-full.timer" in line for line in boot.events())
 
 
 def test_after_a_fix_the_boot_resumes_where_it_stopped(production, tmp_path):
@@ -172,8 +172,8 @@ def test_after_a_fix_the_boot_resumes_where_it_stopped(production, tmp_path):
 
     assert result.returncode == 0, result.stderr
     started = [line.split()[1] for line in boot.events()[before:] if line.startswith("start ")]
-    assert started == ["boot-db-setup.service", "boot-reload-systemd.service",
-                       "boot-start-backup-timer.service"]
+    assert started == ["boot-db-setup.service", "boot-backup-stanza.service",
+                       "boot-start-backup-timers.service", "boot-first-backup.service"]
 
 
 def run_boot_step(tmp_path: Path, *args: str, fail_times: int = 0):
@@ -224,8 +224,10 @@ def test_waiting_steps_retry_and_others_do_not(cloud_configs):
                for config in cloud_configs.values() for entry in boot_step_files(config)}
     retried = {name.split("-", 1)[1] for name, text in scripts.items() if "--attempts" in text}
     # start-app waits for the image; pull-certificates (two LBs) waits for S3 and the
-    # instance role, which may lag the first boot by a few seconds.
-    assert retried == {"log-stack", "start-app", "pull-certificates"}
+    # instance role, which may lag the first boot by a few seconds; NFS-01's export and the
+    # stanza's lock on DB-01 wait on something outside the step.
+    assert retried == {"log-stack", "start-app", "pull-certificates", "mount-backups",
+                       "backup-stanza"}
 
 
 def test_the_first_app_start_is_retried(production):

@@ -78,7 +78,7 @@ def test_backup_then_restore_brings_every_row_back(postgres_server, database, ba
     before = fingerprint(postgres_server, database)
     assert before[0].startswith("500|")
 
-    created = run_script("db-backup.sh", "create", env=backup_env, check=True)
+    created = run_script("db-backup.sh", "dump", env=backup_env, check=True)
 
     (name,) = backup_files(backup_env)
     match = BACKUP_NAME.match(name)
@@ -92,7 +92,7 @@ def test_backup_then_restore_brings_every_row_back(postgres_server, database, ba
     assert postgres_server.psql("SELECT count(*) FROM messages", database) == "335"
     assert postgres_server.psql("SELECT to_regclass('settings') IS NULL", database) == "t"
 
-    restored = run_script("db-backup.sh", "restore", "latest", env=backup_env, check=True)
+    restored = run_script("db-backup.sh", "dump-restore", "latest", env=backup_env, check=True)
 
     assert f"restored {database} from" in restored.stdout
     assert fingerprint(postgres_server, database) == before
@@ -101,11 +101,11 @@ def test_backup_then_restore_brings_every_row_back(postgres_server, database, ba
 def test_restore_of_a_named_backup_after_every_row_is_gone(postgres_server, database,
                                                            backup_env):
     before = fingerprint(postgres_server, database)
-    run_script("db-backup.sh", "create", env=backup_env, check=True)
+    run_script("db-backup.sh", "dump", env=backup_env, check=True)
     (name,) = backup_files(backup_env)
     postgres_server.psql("TRUNCATE messages; TRUNCATE settings;", database=database)
 
-    run_script("db-backup.sh", "restore", name, env=backup_env, check=True)
+    run_script("db-backup.sh", "dump-restore", name, env=backup_env, check=True)
 
     assert fingerprint(postgres_server, database) == before
 
@@ -117,7 +117,7 @@ def test_list_shows_backups_oldest_first(backup_env):
         (folder / f"{db}-{stamp(days)}.dump").write_bytes(b"x" * days)
     (folder / "unrelated.txt").write_text("not a backup")
 
-    listed = run_script("db-backup.sh", "list", env=backup_env, check=True).stdout.splitlines()
+    listed = run_script("db-backup.sh", "dumps", env=backup_env, check=True).stdout.splitlines()
 
     assert [line.split("\t")[0] for line in listed] == sorted(
         f"{db}-{stamp(days)}.dump" for days in (3, 1, 2))
@@ -134,7 +134,7 @@ def test_retention_deletes_only_backups_older_than_the_retention(backup_env):
     for name in expired + kept + foreign:
         (folder / name).write_bytes(b"old backup")
 
-    created = run_script("db-backup.sh", "create", env=backup_env, check=True)
+    created = run_script("db-backup.sh", "dump", env=backup_env, check=True)
 
     remaining = set(backup_files(backup_env))
     new = remaining - set(kept) - set(foreign)
@@ -167,7 +167,7 @@ def test_a_failed_backup_leaves_no_file_and_keeps_every_older_backup(backup_env,
     else:
         env["PG_DUMP"] = str(fake_command(tmp_path, "pg_dump", "echo 'not a dump'\n"))
 
-    result = run_script("db-backup.sh", "create", env=env)
+    result = run_script("db-backup.sh", "dump", env=env)
 
     assert result.returncode != 0
     # The tool's own message, then the script's verdict.
@@ -179,7 +179,7 @@ def test_a_failed_backup_leaves_no_file_and_keeps_every_older_backup(backup_env,
 def test_backup_refuses_a_missing_backup_directory(backup_env, tmp_path):
     env = {**backup_env, "BACKUP_DIR": str(tmp_path / "not-mounted")}
 
-    result = run_script("db-backup.sh", "create", env=env)
+    result = run_script("db-backup.sh", "dump", env=env)
 
     assert result.returncode == 1
     assert "missing or not writable" in result.stderr
@@ -191,7 +191,7 @@ def test_a_failed_restore_leaves_the_database_unchanged(postgres_server, databas
     broken = tmp_path / "broken.dump"
     broken.write_bytes(b"PGDMP but not really")
 
-    result = run_script("db-backup.sh", "restore", str(broken), env=backup_env)
+    result = run_script("db-backup.sh", "dump-restore", str(broken), env=backup_env)
 
     assert result.returncode == 1
     assert "is not a readable pg_dump archive" in result.stderr
@@ -199,14 +199,14 @@ def test_a_failed_restore_leaves_the_database_unchanged(postgres_server, databas
 
 
 def test_restore_without_any_backup_says_so(backup_env):
-    result = run_script("db-backup.sh", "restore", "latest", env=backup_env)
+    result = run_script("db-backup.sh", "dump-restore", "latest", env=backup_env)
 
     assert result.returncode == 1
     assert f"no backup of {backup_env['DB_NAME']}" in result.stderr
 
 
 def test_retention_must_be_a_positive_number_of_days(backup_env):
-    result = run_script("db-backup.sh", "create", env={**backup_env, "RETENTION_DAYS": "0"})
+    result = run_script("db-backup.sh", "dump", env={**backup_env, "RETENTION_DAYS": "0"})
 
     assert result.returncode == 1 and "RETENTION_DAYS" in result.stderr
     assert backup_files(backup_env) == {}

@@ -142,7 +142,7 @@ def test_log_stack_without_a_command_prints_its_usage(clean_env):
 
 def test_db_backup_without_a_command_prints_its_usage(clean_env):
     result = run_script("db-backup.sh", env=clean_env)
-    assert result.returncode == 2 and "db-backup restore NAME" in result.stderr
+    assert result.returncode == 2 and "db-backup restore --latest|--to TIME" in result.stderr
 
 
 def test_the_health_agent_embedded_in_user_data_accepts_the_flags_its_unit_passes():

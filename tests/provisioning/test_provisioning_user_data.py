@@ -44,7 +44,7 @@ EMBEDDED = {
     "/usr/local/lib/health-agent/health_agent.py": "health_agent.py",
     "/usr/local/sbin/db-setup": "db-setup.sh",
     "/usr/local/sbin/db-backup": "db-backup.sh",
-    "/etc/systemd/system/db-backup.service": "db-backup.service",
+    "/usr/local/sbin/db-backup-metrics": "backup_metrics.py",
     "/usr/local/sbin/nfs-volume": "nfs-volume.sh",
     "/usr/local/sbin/log-stack": "log-stack.sh",
     "/usr/local/lib/platform/load-defaults.sh": "lib/load-defaults.sh",
@@ -68,8 +68,12 @@ ROLE_FILES = {
     "db": {"/usr/local/sbin/install-packages", "/usr/local/sbin/ssm-parameter",
            "/usr/local/sbin/db-setup", "/usr/local/sbin/db-backup", "/etc/db/backup.env",
            "/usr/local/lib/platform/load-defaults.sh",
-           "/etc/db/postgresql.conf", "/etc/db/pg_hba.conf",
-           "/etc/systemd/system/db-backup.service", "/etc/systemd/system/db-backup.timer"},
+           "/etc/db/postgresql.conf", "/etc/db/pg_hba.conf", "/usr/local/sbin/db-backup-metrics",
+           "/etc/pgbackrest/pgbackrest.conf", "/etc/systemd/system/mnt-backups.mount",
+           *(f"/etc/systemd/system/{unit}" for unit in (
+               "db-backup@.service", "db-backup-check.service", "db-backup-metrics.service",
+               "db-backup-full.timer", "db-backup-diff.timer", "db-backup-check.timer",
+               "db-backup-metrics.timer"))},
     "nfs": {"/usr/local/sbin/install-packages", "/usr/local/sbin/nfs-volume",
             "/etc/exports.d/backups.exports", "/etc/nfs.conf.d/60-platform.conf",
             "/etc/systemd/system/nfs-server.service.d/60-backup-volume.conf"},
@@ -350,7 +354,7 @@ def test_systemd_accepts_every_unit(cloud_configs, tmp_path):
                 unit = tmp_path / entry["path"].rsplit("/", 1)[1]
                 unit.write_text(entry["content"])
                 units.append(str(unit))
-    assert len(units) == 4
+    assert len(units) == 2 + 8
 
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True)
 
@@ -448,29 +452,45 @@ def test_postgresql_accepts_every_setting_of_db_01(postgres_server, cloud_config
     assert {error for _, error in parsed.values()} <= {"", "setting could not be applied"}
 
 
-def test_db_01_backs_up_daily_at_the_configured_time_to_nfs_01(cloud_configs, tmp_path):
+def test_db_01_backs_up_full_weekly_differential_daily_then_checks(cloud_configs):
     config = cloud_configs["db"]
     backup = env_values(written_file(config, "/etc/db/backup.env")["content"])
-    timer = written_file(config, "/etc/systemd/system/db-backup.timer")["content"]
+    timers = {name: written_file(config, f"/etc/systemd/system/db-backup-{name}.timer")[
+        "content"] for name in ("full", "diff", "check")}
 
     assert backup["NFS_SOURCE"] == "10.0.2.11:/srv/nfs/backups"
     assert backup["RETENTION_DAYS"] == "14" and backup["DB_NAME"] == "app"
-    assert "OnCalendar=*-*-* 03:00:00 UTC\n" in timer and "Persistent=true" in timer
-    assert ["systemctl", "enable", "--now", "db-backup.timer"] in boot_steps(config)
+    calendars = {name: re.search(r"^OnCalendar=(.+)$", text, re.M)[1]
+                 for name, text in timers.items()}
+    assert calendars == {"full": "Sun *-*-* 03:00:00 UTC",
+                         "diff": "Mon,Tue,Wed,Thu,Fri,Sat *-*-* 03:00:00 UTC",
+                         "check": "*-*-* 05:00:00 UTC"}
+    assert all("Persistent=true" in text for text in timers.values())
     analyze = require_tool("systemd-analyze")
-    calendar = subprocess.run([analyze, "calendar", "*-*-* 03:00:00 UTC"], capture_output=True,
-                              text=True)
-    assert calendar.returncode == 0
+    for expression in calendars.values():
+        result = subprocess.run([analyze, "calendar", expression], capture_output=True,
+                                text=True)
+        assert result.returncode == 0, result.stderr
+    assert "Next elapse: Sun " in subprocess.run(
+        [analyze, "calendar", calendars["full"]], capture_output=True, text=True).stdout
+    (start,) = [step for step in boot_steps(config)
+                if step[:3] == ["systemctl", "enable", "--now"] and "db-backup-full.timer" in step]
+    assert set(start[3:]) == {"db-backup-full.timer", "db-backup-diff.timer",
+                              "db-backup-check.timer", "db-backup-metrics.timer"}
 
 
 def test_db_01_installs_its_postgresql_config_after_the_package_then_sets_up(cloud_configs):
-    steps = boot_steps(cloud_configs["db"])
+    ordered = boot_steps(cloud_configs["db"])
 
-    assert steps[0] == ["install-packages", "postgresql-16", "nfs-common", "python3-boto3"]
-    assert steps[1][-1] == "/etc/postgresql/16/main/conf.d/60-platform.conf"
-    assert steps[2][-1] == "/etc/postgresql/16/main/pg_hba.conf"
-    assert steps[3] == ["systemctl", "restart", "postgresql@16-main.service"]
-    assert steps[4] == ["db-setup"]
+    assert ordered[0] == ["install-packages", "postgresql-16", "pgbackrest", "nfs-common",
+                          "python3-boto3"]
+    assert ["systemctl", "restart", "postgresql@16-main.service"] in ordered
+    # NFS-01 mounted, configuration in place, then PostgreSQL (archiving) and the stanza.
+    restart = ordered.index(["systemctl", "restart", "postgresql@16-main.service"])
+    assert ordered.index(["systemctl", "enable", "--now", "mnt-backups.mount"]) < restart
+    assert ordered[restart - 2][-1] == "/etc/postgresql/16/main/conf.d/60-platform.conf"
+    assert ordered[restart - 1][-1] == "/etc/postgresql/16/main/pg_hba.conf"
+    assert ordered[restart + 1:restart + 3] == [["db-setup"], ["db-backup", "init"]]
 
 
 def test_max_connections_leave_room_for_every_app_hosts_pool(production):
