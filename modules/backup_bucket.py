@@ -14,6 +14,8 @@ from core.cdk import (Construct, DataAwsCallerIdentity, DataAwsIamPolicyDocument
 from modules.key_policy import account_administers_key
 
 # What a writer does to a repository's objects; everyone but the writer is denied these.
+# The database's pages and WAL: only DB-01 (a restore runs there) reads them.
+READ_ACTIONS = ["s3:GetObject", "s3:GetObjectVersion", "s3:GetObjectAttributes"]
 WRITE_ACTIONS = ["s3:PutObject", "s3:DeleteObject", "s3:PutObjectAcl",
                  "s3:PutObjectVersionAcl", "s3:PutObjectRetention", "s3:PutObjectLegalHold",
                  "s3:RestoreObject"]
@@ -41,7 +43,7 @@ class BackupBucket(Construct):
     Current objects are expired by pgBackRest's own retention, never by a lifecycle rule:
     ``archive.info`` is written once per stanza and a rule on age would delete it, and with
     DB-01 gone the last backups must stay, however old. Noncurrent versions (what pgBackRest
-    deleted) expire after ``noncurrent_version_days``. :meth:`restrict_writes_to` names the
+    deleted) expire after ``noncurrent_version_days``. :meth:`restrict_to` names the
     only writer.
     """
 
@@ -99,9 +101,10 @@ class BackupBucket(Construct):
             {"actions": ["kms:Decrypt", "kms:GenerateDataKey"], "resources": [self.key_arn]},
         ]
 
-    def restrict_writes_to(self, writer_role_arn: str) -> None:
+    def restrict_to(self, writer_role_arn: str) -> None:
         """The bucket policy: TLS only, and every principal but ``writer_role_arn`` denied
-        every write, whatever its own IAM policies allow."""
+        every read and write of the backups, whatever its own IAM policies allow (a deploy
+        role's PowerUserAccess reads any object of the account otherwise)."""
         arn = self.bucket_arn
         policy = DataAwsIamPolicyDocument(self, "bucket-policy", statement=[
             {"sid": "DenyInsecureTransport", "effect": "Deny", "actions": ["s3:*"],
@@ -110,6 +113,11 @@ class BackupBucket(Construct):
              "condition": [{"test": "Bool", "variable": "aws:SecureTransport",
                             "values": ["false"]}]},
             {"sid": "OnlyTheDatabaseHostWrites", "effect": "Deny", "actions": WRITE_ACTIONS,
+             "resources": [f"{arn}/*"],
+             "principals": [{"type": "*", "identifiers": ["*"]}],
+             "condition": [{"test": "ArnNotEquals", "variable": "aws:PrincipalArn",
+                            "values": [writer_role_arn]}]},
+            {"sid": "OnlyTheDatabaseHostReads", "effect": "Deny", "actions": READ_ACTIONS,
              "resources": [f"{arn}/*"],
              "principals": [{"type": "*", "identifiers": ["*"]}],
              "condition": [{"test": "ArnNotEquals", "variable": "aws:PrincipalArn",

@@ -87,6 +87,9 @@ class HostConfig:
         Terraform address, and the IP itself, survive a change of load balancer count.
     attach_public_address: associate that Elastic IP with this instance; False leaves it to
         the Network Load Balancer's subnet mapping (two LBs).
+    public_ip: a public IPv4 address at launch, for a host of a public subnet (the LBs): its
+        first boot reaches the internet through the internet gateway. The environment's
+        Elastic IP, when attached, takes its place; with two LBs, each keeps its own.
     boot_after: resources that must exist before the host boots, such as its subnet's route
         to the internet (first boot installs packages).
     public_address_after: resources the Elastic IP's association waits for: the VPC's
@@ -107,6 +110,7 @@ class HostConfig:
     protect: bool = False
     public_address: bool = False
     attach_public_address: bool = True
+    public_ip: bool = False
     boot_after: tuple = ()
     public_address_after: tuple = ()
 
@@ -124,6 +128,7 @@ class Host(Construct):
             subnet_id=config.subnet_id,
             vpc_security_group_ids=[config.security_group_id],
             private_ip=config.private_ip,
+            associate_public_ip_address=config.public_ip,
             iam_instance_profile=config.instance_profile,
             # Gzipped by Terraform: the APP hosts' cloud-config is larger than EC2's 16 KB
             # limit as plain text; cloud-init unpacks it.

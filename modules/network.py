@@ -41,7 +41,7 @@ class Network(Construct):
         name = config.name
         vpc = Vpc(self, "vpc", cidr_block=config.vpc_cidr, enable_dns_support=True,
                   enable_dns_hostnames=True, tags={"Name": f"{name}-vpc"})
-        # Hosts get public addresses only on purpose (LB-01's Elastic IP), never by default.
+        # Hosts get public addresses only on purpose (the LBs), never by default.
         public = Subnet(self, "public", vpc_id=vpc.id, cidr_block=config.public_subnet_cidr,
                         availability_zone=config.availability_zone,
                         map_public_ip_on_launch=False, tags={"Name": f"{name}-public"})
@@ -53,10 +53,11 @@ class Network(Construct):
                                   tags={"Name": f"{name}-igw"})
         public_routes = RouteTable(self, "public-routes", vpc_id=vpc.id,
                                    tags={"Name": f"{name}-public"})
-        Route(self, "public-default-route", route_table_id=public_routes.id,
-              destination_cidr_block=ANYWHERE, gateway_id=gateway.id)
-        RouteTableAssociation(self, "public-routes-association", subnet_id=public.id,
-                              route_table_id=public_routes.id)
+        route_in = Route(self, "public-default-route", route_table_id=public_routes.id,
+                         destination_cidr_block=ANYWHERE, gateway_id=gateway.id)
+        public_association = RouteTableAssociation(self, "public-routes-association",
+                                                   subnet_id=public.id,
+                                                   route_table_id=public_routes.id)
 
         private_routes = RouteTable(self, "private-routes", vpc_id=vpc.id,
                                     tags={"Name": f"{name}-private"})
@@ -74,6 +75,8 @@ class Network(Construct):
         # A private host's first boot installs packages and pulls images: it must not start
         # before its way out exists.
         self.private_egress = [route_out]
+        # The same for a public host (an LB), whose way out is the internet gateway.
+        self.public_egress = [route_in, public_association]
 
         # Declaring the default group with no rules empties it: nothing can use it by mistake.
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id, ingress=[],

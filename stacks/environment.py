@@ -93,7 +93,7 @@ class EnvironmentStack(TerraformStack):
             if role == "lb" and certificates:
                 certificates.grant(identity.role_arn)
             if role == "db":
-                backups.restrict_writes_to(identity.role_arn)
+                backups.restrict_to(identity.role_arn)
             subnet = network.public_subnet_id if role == "lb" else network.private_subnet_id
             for name, address in zip(settings.host_names(role), settings.private_ips(role)):
                 hosts[name] = Host(self, name, HostConfig(
@@ -113,8 +113,10 @@ class EnvironmentStack(TerraformStack):
                     # the NLB holds it.
                     public_address=name == "LB-01",
                     attach_public_address=not balanced,
+                    public_ip=role == "lb",
                     public_address_after=(network.internet_gateway,) if role == "lb" else (),
-                    boot_after=() if role == "lb" else tuple(network.private_egress)))
+                    boot_after=tuple(network.public_egress if role == "lb"
+                                     else network.private_egress)))
         storage.attach(hosts["NFS-01"].instance_id)
         ParameterKey(self, "parameter-key", ParameterKeyConfig(
             alias=parameters.secret_key_alias(settings), account_id=account.account_id,

@@ -225,11 +225,11 @@ class TimedLoad(LoadGenerator):
         super().__init__(*args, **kwargs)
         self.failure_times: list[float] = []
 
-    def _count(self, problem, data, post) -> None:
+    def _count(self, problem, data, post, sent_at) -> None:
         if problem:
             with self._lock:
                 self.failure_times.append(time.monotonic())
-        super()._count(problem, data, post)
+        super()._count(problem, data, post, sent_at)
 
 
 class NewConnectionProbe:

@@ -136,6 +136,13 @@ def test_only_db01_writes_and_nobody_erases_versions(stack):
     assert {"s3:PutObject", "s3:DeleteObject"} <= set(deny["actions"])
     assert deny["condition"] == [{"test": "ArnNotEquals", "variable": "aws:PrincipalArn",
                                   "values": [s.role_arn("db")]}]
+    # Nor may any other principal read them (a deploy role's PowerUserAccess would).
+    (deny,) = [st for st in s.bucket_policy() if st.get("sid") == "OnlyTheDatabaseHostReads"]
+    assert deny["principals"] == [{"type": "*", "identifiers": ["*"]}]
+    assert {"s3:GetObject", "s3:GetObjectVersion"} <= set(deny["actions"])
+    assert deny["resources"] == [objects]
+    assert deny["condition"] == [{"test": "ArnNotEquals", "variable": "aws:PrincipalArn",
+                                  "values": [s.role_arn("db")]}]
 
 
 def test_db01_reaches_this_bucket_and_key_only(stack):
@@ -153,7 +160,10 @@ def test_db01_reaches_this_bucket_and_key_only(stack):
                                      "values": [BACKUP_METRIC_NAMESPACE]}]
     for role in ROLES:
         if role != "db":
-            assert not any(a.startswith(("s3:", "kms:", "cloudwatch:"))
+            # Other roles may have buckets of their own (the LBs' certificates), not this one.
+            granted = {r for st in s.identity_statements(role) for r in st.get("resources", [])}
+            assert not granted & {s.bucket_arn, f"{s.bucket_arn}/*", s.key_arn}, role
+            assert not any(a.startswith("cloudwatch:")
                            for st in s.identity_statements(role) for a in st["actions"]), role
 
 
@@ -185,8 +195,11 @@ def test_backup_alarms_watch_what_db01_publishes_and_mail_the_configured_address
 
 def test_cloudwatch_may_use_the_alerts_topic_key_and_the_account_keeps_both_keys(stack):
     _, s = stack
+    # The alerts topic's key and the backup bucket's (the parameters' key has its own test).
     policies = {key: json.loads(value["policy"])
-                for key, value in s.resources["aws_kms_key"].items()}
+                for key, value in s.resources["aws_kms_key"].items()
+                if key.startswith(("alarms_key_", "backup-bucket_key_"))}
+    assert len(policies) == 2
     (alerts,) = [p for key, p in policies.items() if key.startswith("alarms_key_")]
     (statement,) = [st for st in alerts["Statement"]
                     if st["Sid"] == "CloudWatchPublishesAlarms"]

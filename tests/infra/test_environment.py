@@ -80,12 +80,30 @@ def test_private_subnet_leaves_through_a_nat_gateway_and_public_through_the_igw(
     assert any("aws_nat_gateway" in t for t in targets)
 
 
-def test_private_hosts_boot_only_once_their_way_out_exists(production):
-    (route_key,) = [k for k, r in resources(production, "aws_route").items()
-                    if "nat_gateway_id" in r]
-    for instance in resources(production, "aws_instance").values():
-        expected = [] if instance["tags"]["Role"] == "lb" else [f"aws_route.{route_key}"]
-        assert instance.get("depends_on", []) == expected, instance["tags"]["Name"]
+@pytest.mark.parametrize("environment", ["production", "staging"])
+def test_every_host_boots_only_once_its_way_out_exists(stack_json, environment):
+    """First boot installs packages and pulls images: a public host (an LB) needs a public
+    address and the internet gateway's route, a private one the NAT gateway's route."""
+    stack = stack_json(environment)
+    routes = resources(stack, "aws_route")
+    (nat_route,) = [k for k, r in routes.items() if "nat_gateway_id" in r]
+    (igw_route,) = [k for k, r in routes.items() if "gateway_id" in r]
+    (public_subnet,) = [k for k in resources(stack, "aws_subnet") if "public" in k]
+    (association,) = [k for k, a in resources(stack, "aws_route_table_association").items()
+                      if a["subnet_id"] == ref("aws_subnet", public_subnet)]
+    lbs = 0
+    for instance in resources(stack, "aws_instance").values():
+        name = instance["tags"]["Name"]
+        if instance["subnet_id"] == ref("aws_subnet", public_subnet):
+            lbs += 1
+            assert instance["tags"]["Role"] == "lb", name
+            assert instance.get("associate_public_ip_address") is True, name
+            assert instance["depends_on"] == [f"aws_route.{igw_route}",
+                                              f"aws_route_table_association.{association}"]
+        else:
+            assert not instance.get("associate_public_ip_address"), name
+            assert instance["depends_on"] == [f"aws_route.{nat_route}"], name
+    assert lbs == load_environment(environment).load_balancer.count
 
 
 def test_default_security_group_is_closed_and_flow_logs_are_on(production):
@@ -127,15 +145,19 @@ def test_with_one_lb_only_lb_01_has_a_public_address(stack_json):
                   if h["tags"]["Role"] == "lb")
     attached = [e for e in eips if "instance" in e]
     assert [e["instance"] for e in attached] == [ref("aws_instance", lb_key)]
-    assert all(not h.get("associate_public_ip_address")
-               for h in resources(staging, "aws_instance").values())
+    # Its launch address (replaced by the Elastic IP once attached) lets it boot before then.
+    assert {k for k, h in resources(staging, "aws_instance").items()
+            if h.get("associate_public_ip_address")} == {lb_key}
     assert "aws_lb" not in staging["resource"]
 
 
-def test_with_two_lbs_no_host_has_a_public_address(production):
+def test_with_two_lbs_the_elastic_ip_is_the_nlbs_and_each_lb_has_its_own_way_out(production):
+    """The NLB holds the Elastic IP; each LB still needs an address of its own to reach the
+    internet (packages, its Caddy image, SSM, S3, ACME) through the internet gateway."""
     assert [e for e in resources(production, "aws_eip").values() if "instance" in e] == []
-    assert all(not h.get("associate_public_ip_address")
-               for h in resources(production, "aws_instance").values())
+    assert sorted(h["tags"]["Name"] for h in resources(production, "aws_instance").values()
+                  if h.get("associate_public_ip_address")) == [
+        "production-LB-01", "production-LB-02"]
 
 
 def test_security_groups_open_exactly_the_design(production, stack_json):
