@@ -317,9 +317,10 @@ def estimate(stack: dict, environment: str, prices: dict, prices_path: Path) -> 
     if any(str(b.get("instance_type", "")).startswith(("t2.", "t3", "t4g."))
            for b in instances.values()):
         result.not_included.append("burstable CPU credits above the baseline")
-    result.not_included.append("EBS snapshots and the S3 state bucket"
-                               + (" and certificate bucket" if _resources(stack, "aws_s3_bucket")
-                                  else ""))
+    buckets = len(_resources(stack, "aws_s3_bucket"))
+    result.not_included.append("EBS snapshots and S3 storage (the state bucket"
+                               + (f" and this environment's {buckets} bucket(s)" if buckets
+                                  else "") + ")")
     return result
 
 
@@ -341,9 +342,15 @@ def _high_availability(instances: dict, names: dict, table: dict, prices: dict,
         extra += _money(Decimal(root.get("volume_size", ASSUMED_ROOT_GB)) * table[
             "ebs_gb_month"].get(str(root.get("volume_type", DEFAULT_EBS_TYPE)), 0))
     extra_names = compact([names[a] for a in lbs[1:]]) or "no second LB"
-    return (f"high availability adds {extra + balancer_monthly:,.2f} a month: "
-            f"{extra_names} (instance, monitoring, root volume) {extra:,.2f} and the Network "
-            f"Load Balancer {balancer_monthly:,.2f}, before its capacity units")
+    # With one LB its Elastic IP is its only address; with the NLB holding that one, every
+    # LB needs an address of its own to reach the internet.
+    addresses = sum(1 for a in lbs if instances[a].get("associate_public_ip_address"))
+    address_cost = _money(table["public_ipv4_hour"] * hours * addresses)
+    total = extra + balancer_monthly + address_cost
+    return (f"high availability adds {total:,.2f} a month: "
+            f"{extra_names} (instance, monitoring, root volume) {extra:,.2f}, the Network "
+            f"Load Balancer {balancer_monthly:,.2f} before its capacity units, and the LBs' "
+            f"{addresses} own public IPv4 addresses {address_cost:,.2f}")
 
 
 def _ebs_price(table: dict, volume_type: str, environment: str, region: str,

@@ -124,6 +124,9 @@ def test_production_total_follows_from_its_configuration_and_the_price_file(stac
         # The Network Load Balancer in front of the two LBs.
         money(table["nlb_hour"] * hours) if hosts["lb"] > 1 else Decimal(0),
         money(2 * table["public_ipv4_hour"] * hours),  # the environment's Elastic IP, the NAT's
+        # With two LBs, each also has its own address (the NLB holds the Elastic IP).
+        money(hosts["lb"] * table["public_ipv4_hour"] * hours) if hosts["lb"] > 1
+        else Decimal(0),
     ])
     result = cost.estimate(stack_json("production"), "production", cost.load_prices(PRICES),
                            PRICES)
@@ -136,6 +139,7 @@ def test_two_lbs_price_the_nlb_and_say_what_high_availability_adds(known_prices)
     resources = stack["resource"]
     for name in ("web1", "web2"):
         resources["aws_instance"][name]["tags"]["Role"] = "lb"
+        resources["aws_instance"][name]["associate_public_ip_address"] = True
     del resources["aws_eip"]["web"]["instance"]
     resources["aws_lb"] = {"nlb": {"name": "nlb-test", "load_balancer_type": "network",
                                    "subnet_mapping": [{"allocation_id": ref("aws_eip", "web")}]}}
@@ -146,10 +150,14 @@ def test_two_lbs_price_the_nlb_and_say_what_high_availability_adds(known_prices)
     assert lines["Network Load Balancer"] == ("nlb-test", "14.60")  # 0.02 x 730
     assert lines["Public IPv4 addresses"][0].startswith(
         "NAT gateway (Elastic IP), Network Load Balancer (Elastic IP)")
-    # web-2: 7.30 (0.01 x 730) + 2.10 (7 metrics x 0.30) + 1.00 (10 GiB x 0.1); NLB 14.60.
-    assert result.notes == ["high availability adds 25.00 a month: web-2 (instance, "
-                            "monitoring, root volume) 10.40 and the Network Load Balancer "
-                            "14.60, before its capacity units"]
+    # web-2: 7.30 (0.01 x 730) + 2.10 (7 metrics x 0.30) + 1.00 (10 GiB x 0.1); NLB 14.60;
+    # each LB's own address: 2 x public_ipv4_hour x 730.
+    addresses = (2 * cost.load_prices(known_prices)["regions"]["xx-test-1"]["public_ipv4_hour"]
+                 * 730).quantize(Decimal("0.01"))
+    assert result.notes == [f"high availability adds {Decimal('25.00') + addresses:,.2f} a "
+                            "month: web-2 (instance, monitoring, root volume) 10.40, the "
+                            "Network Load Balancer 14.60 before its capacity units, and the "
+                            f"LBs' 2 own public IPv4 addresses {addresses:,.2f}"]
     assert "Network Load Balancer capacity units (0.006/NLCU-hour)" in result.not_included
 
 
