@@ -870,4 +870,18 @@ def _shared_problems(environments: list[_CheckedFields]) -> list[str]:
         if len(values) > 1:
             problems.append(f"{field}: environments disagree ({', '.join(sorted(values))}); "
                             "the one bootstrap stack needs a single value in every file")
+    # IAM scopes an environment by its name prefix (roles, buckets, parameters named
+    # <project>-<environment>-*): staging's would then cover staging-eu's resources.
+    names = set()
+    for fields in environments:
+        try:
+            names.add(str(fields["environment"]))
+        except _Unchecked:
+            pass
+    for name in sorted(names):
+        for other in sorted(names):
+            if other.startswith(f"{name}-"):
+                problems.append(f"environment: {other!r} starts with {name!r} and a hyphen, so "
+                                f"{name}'s permissions (every name {name}-*) would reach it; "
+                                "rename one")
     return problems

@@ -90,6 +90,12 @@ def _shared_and_single(config_dir: Path) -> None:
         {"state_bucket": "another-bucket", "app.host_count": 0})))
 
 
+def _nested_names(config_dir: Path) -> None:
+    valid_staging(config_dir)
+    (config_dir / "staging-eu.yaml").write_text(yaml.safe_dump(with_changes(
+        {"environment": "staging-eu"})))
+
+
 def _long(value: str) -> str:
     return value * 40
 
@@ -382,6 +388,9 @@ CORPUS = [
         "qa.yaml: app.host_count: Input should be greater than or equal to 1",
         "state_bucket: environments disagree (another-bucket, example-org-web-platform-tfstate)"],
         id="shared-and-single-field"),
+    pytest.param(folder(_nested_names), [
+        "environment: 'staging-eu' starts with 'staging' and a hyphen, so staging's permissions "
+        "(every name staging-*) would reach it; rename one"], id="environment-inside-another"),
     # YAML itself.
     pytest.param(text(lambda t: t.replace("retention_days: 3", "retention_days: 3\n  time: 12:30")),
                  ['backups.time: 12:30 is read by YAML as the base-60 number 750; quote it: '
