@@ -4,14 +4,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from core.cdk import (Construct, DataAwsCallerIdentity, DataAwsIamPolicyDocument, KmsAlias,
-                      KmsKey, S3Bucket,
-                      S3BucketLifecycleConfiguration, S3BucketOwnershipControls, S3BucketPolicy,
-                      S3BucketPublicAccessBlock, S3BucketServerSideEncryptionConfigurationA,
-                      S3BucketVersioningA, S3EncryptionByDefault, S3EncryptionRule,
+from core.cdk import (Construct, DataAwsCallerIdentity, DataAwsIamPolicyDocument, KmsAlias, KmsKey,
+                      S3Bucket, S3BucketLifecycleConfiguration, S3BucketPolicy,
                       S3LifecycleAbortUpload, S3LifecycleExpiration, S3LifecycleFilter,
                       S3LifecycleNoncurrentExpiration, S3LifecycleRule)
 from modules.key_policy import account_administers_key
+from modules.private_bucket import make_private, tls_only
 
 # What a writer does to a repository's objects; everyone but the writer is denied these.
 # The database's pages and WAL: only DB-01 (a restore runs there) reads them.
@@ -61,19 +59,7 @@ class BackupBucket(Construct):
         KmsAlias(self, "alias", name=f"alias/{config.bucket}", target_key_id=key.key_id)
         bucket = S3Bucket(self, "bucket", bucket=config.bucket,
                           lifecycle={"prevent_destroy": config.protect})
-        S3BucketVersioningA(self, "versioning", bucket=bucket.id,
-                            versioning_configuration={"status": "Enabled"})
-        S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=bucket.id,
-            rule=[S3EncryptionRule(
-                apply_server_side_encryption_by_default=S3EncryptionByDefault(
-                    sse_algorithm="aws:kms", kms_master_key_id=key.arn),
-                bucket_key_enabled=True)])
-        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket.id,
-                                  block_public_acls=True, block_public_policy=True,
-                                  ignore_public_acls=True, restrict_public_buckets=True)
-        S3BucketOwnershipControls(self, "ownership", bucket=bucket.id,
-                                  rule={"object_ownership": "BucketOwnerEnforced"})
+        make_private(self, bucket.id, kms_key_arn=key.arn)
         S3BucketLifecycleConfiguration(self, "lifecycle", bucket=bucket.id, rule=[
             S3LifecycleRule(
                 id="expire-deleted-backups", status="Enabled",
@@ -107,11 +93,7 @@ class BackupBucket(Construct):
         role's PowerUserAccess reads any object of the account otherwise)."""
         arn = self.bucket_arn
         policy = DataAwsIamPolicyDocument(self, "bucket-policy", statement=[
-            {"sid": "DenyInsecureTransport", "effect": "Deny", "actions": ["s3:*"],
-             "resources": [arn, f"{arn}/*"],
-             "principals": [{"type": "*", "identifiers": ["*"]}],
-             "condition": [{"test": "Bool", "variable": "aws:SecureTransport",
-                            "values": ["false"]}]},
+            tls_only(arn),
             {"sid": "OnlyTheDatabaseHostWrites", "effect": "Deny", "actions": WRITE_ACTIONS,
              "resources": [f"{arn}/*"],
              "principals": [{"type": "*", "identifiers": ["*"]}],

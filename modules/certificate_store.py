@@ -8,11 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.cdk import (Construct, DataAwsIamPolicyDocument, S3Bucket,
-                      S3BucketLifecycleConfiguration, S3BucketOwnershipControls, S3BucketPolicy,
-                      S3BucketPublicAccessBlock, S3BucketServerSideEncryptionConfigurationA,
-                      S3BucketVersioningA, S3EncryptionByDefault, S3EncryptionRule,
-                      S3LifecycleAbortUpload, S3LifecycleFilter, S3LifecycleNoncurrentExpiration,
-                      S3LifecycleRule)
+                      S3BucketLifecycleConfiguration, S3BucketPolicy, S3LifecycleAbortUpload,
+                      S3LifecycleFilter, S3LifecycleNoncurrentExpiration, S3LifecycleRule)
+from modules.private_bucket import make_private, tls_only
 
 # S3 bucket_prefix: Terraform appends 26 characters, and names stop at 63.
 MAX_BUCKET_PREFIX = 37
@@ -45,19 +43,7 @@ class CertificateStore(Construct):
         head = f"{config.name}-certs"[:MAX_BUCKET_PREFIX - 1].rstrip("-.")
         # Certificates can be obtained again: destroying the environment may empty it.
         bucket = S3Bucket(self, "bucket", bucket_prefix=f"{head}-", force_destroy=True)
-        S3BucketVersioningA(self, "versioning", bucket=bucket.id,
-                            versioning_configuration={"status": "Enabled"})
-        S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=bucket.id,
-            rule=[S3EncryptionRule(
-                apply_server_side_encryption_by_default=S3EncryptionByDefault(
-                    sse_algorithm="aws:kms"),
-                bucket_key_enabled=True)])
-        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket.id,
-                                  block_public_acls=True, block_public_policy=True,
-                                  ignore_public_acls=True, restrict_public_buckets=True)
-        S3BucketOwnershipControls(self, "ownership", bucket=bucket.id,
-                                  rule={"object_ownership": "BucketOwnerEnforced"})
+        make_private(self, bucket.id)
         S3BucketLifecycleConfiguration(self, "lifecycle", bucket=bucket.id, rule=[
             S3LifecycleRule(
                 id="expire-overwritten-certificates", status="Enabled",
@@ -85,11 +71,7 @@ class CertificateStore(Construct):
         """The bucket policy: TLS only, and the certificates readable by ``role_arn`` alone."""
         arn = self.bucket_arn
         policy = DataAwsIamPolicyDocument(self, "policy-document", statement=[
-            {"sid": "DenyInsecureTransport", "effect": "Deny", "actions": ["s3:*"],
-             "resources": [arn, f"{arn}/*"],
-             "principals": [{"type": "*", "identifiers": ["*"]}],
-             "condition": [{"test": "Bool", "variable": "aws:SecureTransport",
-                            "values": ["false"]}]},
+            tls_only(arn),
             # An administrator's s3:* does not reach the private keys; they may still delete.
             {"sid": "OnlyTheLoadBalancersReadOrWrite", "effect": "Deny",
              "actions": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],

@@ -4,12 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.cdk import (Construct, DataAwsIamPolicyDocument, KmsAlias, KmsKey, S3Bucket,
-                      S3BucketLifecycleConfiguration, S3BucketOwnershipControls, S3BucketPolicy,
-                      S3BucketPublicAccessBlock, S3BucketServerSideEncryptionConfigurationA,
-                      S3BucketVersioningA, S3EncryptionByDefault, S3EncryptionRule,
-                      S3LifecycleAbortUpload, S3LifecycleFilter, S3LifecycleNoncurrentExpiration,
-                      S3LifecycleRule)
+                      S3BucketLifecycleConfiguration, S3BucketPolicy, S3LifecycleAbortUpload,
+                      S3LifecycleFilter, S3LifecycleNoncurrentExpiration, S3LifecycleRule)
 from modules.parameter_key import key_policy
+from modules.private_bucket import make_private, tls_only
 
 
 def state_key_alias(project: str) -> str:
@@ -56,21 +54,9 @@ class StateBucket(Construct):
         KmsAlias(self, "key-alias", name=config.key_alias, target_key_id=key.key_id)
         bucket = S3Bucket(self, "bucket", bucket=config.bucket,
                           lifecycle={"prevent_destroy": True})
-        S3BucketVersioningA(self, "versioning", bucket=bucket.id,
-                            versioning_configuration={"status": "Enabled"})
-        S3BucketServerSideEncryptionConfigurationA(
-            self, "encryption", bucket=bucket.id,
-            rule=[S3EncryptionRule(
-                apply_server_side_encryption_by_default=S3EncryptionByDefault(
-                    sse_algorithm="aws:kms", kms_master_key_id=key.arn),
-                # No bucket key: KMS then sees each object's ARN, which the roles' policies
-                # scope to their environment's prefix.
-                bucket_key_enabled=False)])
-        S3BucketPublicAccessBlock(self, "public-access-block", bucket=bucket.id,
-                                  block_public_acls=True, block_public_policy=True,
-                                  ignore_public_acls=True, restrict_public_buckets=True)
-        S3BucketOwnershipControls(self, "ownership", bucket=bucket.id,
-                                  rule={"object_ownership": "BucketOwnerEnforced"})
+        # No bucket key: KMS then sees each object's ARN, which the roles' policies scope to
+        # their environment's prefix.
+        make_private(self, bucket.id, kms_key_arn=key.arn, bucket_key=False)
         S3BucketLifecycleConfiguration(self, "lifecycle", bucket=bucket.id, rule=[
             S3LifecycleRule(
                 id="expire-old-state-versions", status="Enabled",
@@ -79,16 +65,8 @@ class StateBucket(Construct):
                     noncurrent_days=config.noncurrent_version_days)],
                 abort_incomplete_multipart_upload=[S3LifecycleAbortUpload(
                     days_after_initiation=7)])])
-        tls_only = DataAwsIamPolicyDocument(self, "tls-only", statement=[{
-            "sid": "DenyInsecureTransport",
-            "effect": "Deny",
-            "actions": ["s3:*"],
-            "resources": [bucket.arn, f"{bucket.arn}/*"],
-            "principals": [{"type": "*", "identifiers": ["*"]}],
-            "condition": [{"test": "Bool", "variable": "aws:SecureTransport",
-                           "values": ["false"]}],
-        }])
-        S3BucketPolicy(self, "policy", bucket=bucket.id, policy=tls_only.json)
+        policy = DataAwsIamPolicyDocument(self, "tls-only", statement=[tls_only(bucket.arn)])
+        S3BucketPolicy(self, "policy", bucket=bucket.id, policy=policy.json)
         self.bucket_name = bucket.bucket
         self.bucket_arn = bucket.arn
         self.key_arn = key.arn
