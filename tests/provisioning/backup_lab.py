@@ -265,6 +265,12 @@ class BackedUpCluster:
         crashed = time.time()
         self._kill_processes()
         time.sleep(0.2)
+        # A replaced DB-01 has no socket lock of the dead server. Here the killed postmaster
+        # can linger as a zombie until it is reaped, and PostgreSQL takes a lock naming a
+        # PID that still answers kill(pid, 0) for another server's ("lock file already
+        # exists"), so the restored server would refuse to start.
+        for stale in self.root.glob(".s.PGSQL.*"):
+            stale.unlink(missing_ok=True)
         shutil.rmtree(self.data)
         shutil.rmtree(self.spool)
         self.spool.mkdir()
