@@ -28,6 +28,7 @@ HOST_MUTATIONS = [
 # An alias call is authorized on the alias and on its key: this list covers the key side.
 KEY_CHANGES = ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey",
                "kms:ReplicateKey", "kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
+KEY_USE = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
 KEY_TAG_CHANGES = ["kms:TagResource", "kms:UntagResource"]
 ALIAS_CHANGES = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 # Changes to a bucket's own settings (policy, ACL, encryption, versioning, lifecycle,
@@ -162,6 +163,12 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
             {"sid": "OtherStateNever", "effect": "Deny",
              "actions": ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"],
              "resources": [f"{state_bucket_arn}/{other}/*" for other in others]},
+            # Their keys' policies let the account's IAM decide (backups, alerts), and
+            # PowerUserAccess allows kms:*.
+            {"sid": "OtherKeysNeverUsed", "effect": "Deny", "actions": KEY_USE,
+             "resources": ["arn:aws:kms:*:*:key/*"],
+             "condition": [{"test": "StringEquals", "variable": "aws:ResourceTag/Environment",
+                            "values": list(others)}]},
             {"sid": "OtherBucketsObjectsNever", "effect": "Deny", "actions": OBJECT_ACCESS,
              "resources": [f"arn:aws:s3:::{bucket_stem(project, other)}*/*"
                            for other in others]},

@@ -375,6 +375,19 @@ def test_no_grant_on_another_environments_key(stacks, roles):
                     assert decide(deploy, request, policy) == own, (env, arn, context)
 
 
+def test_no_role_uses_another_environments_keys(stacks, roles):
+    """The backup and alert keys let the account's IAM decide; the deploy roles have kms:*."""
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            if target == env:
+                continue
+            for arn, policy, environment_tag in keys(stacks, target):
+                for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"):
+                    assert not decide(roles[name], Request(action, arn, tagged(
+                        environment_tag, **{"kms:ViaService": f"s3.{REGION}.amazonaws.com"})),
+                        policy), (name, arn, action)
+
+
 def test_the_state_key_belongs_to_no_environment(stacks):
     ((_, _, environment_tag),) = keys(stacks, "bootstrap")
     # Environment names are lower-case (core/settings.py): no environment can be this one.
