@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 from core.cdk import (Construct, DataAwsIamOpenidConnectProvider, DataAwsIamPolicyDocument,
                       IamOpenidConnectProvider, IamRole, IamRolePolicy,
-                      IamRolePolicyAttachment, Postcondition)
+                      IamRolePolicyAttachment, IamStatement, Postcondition)
+from modules.permissions_boundary import bucket_stem
 
 GITHUB_ISSUER = "token.actions.githubusercontent.com"
 STS_AUDIENCE = "sts.amazonaws.com"
@@ -39,10 +40,22 @@ PLAN_READS = {
     "arn:aws:logs:*:*:log-group:*": ["logs:ListTagsLogGroup", "logs:ListTagsForResource"],
     "arn:aws:kms:*:*:key/*": ["kms:DescribeKey", "kms:GetKeyPolicy",
                               "kms:GetKeyRotationStatus", "kms:ListResourceTags"],
-    "arn:aws:ecr:*:*:repository/*": ["ecr:DescribeRepositories", "ecr:ListTagsForResource"],
-    "arn:aws:cloudwatch:*:*:alarm:*": ["cloudwatch:DescribeAlarms"],
+    # DescribeImages: the data source's most_recent_image_tags (tags and digests only).
+    "arn:aws:ecr:*:*:repository/*": ["ecr:DescribeRepositories", "ecr:ListTagsForResource",
+                                     "ecr:DescribeImages"],
+    "arn:aws:cloudwatch:*:*:alarm:*": ["cloudwatch:DescribeAlarms",
+                                       "cloudwatch:ListTagsForResource"],
     "arn:aws:sns:*:*:*": ["sns:GetTopicAttributes", "sns:ListTagsForResource"],
 }
+# What refreshing an aws_s3_bucket and its settings' resources reads, on the environment's
+# buckets only: HeadBucket is authorized as s3:ListBucket. Settings, never objects.
+BUCKET_READS = ["s3:ListBucket", "s3:GetBucketAcl", "s3:GetBucketCORS", "s3:GetBucketLocation",
+                "s3:GetBucketLogging", "s3:GetBucketObjectLockConfiguration",
+                "s3:GetBucketOwnershipControls", "s3:GetBucketPolicy",
+                "s3:GetBucketPublicAccessBlock", "s3:GetBucketRequestPayment",
+                "s3:GetBucketTagging", "s3:GetBucketVersioning", "s3:GetBucketWebsite",
+                "s3:GetAccelerateConfiguration", "s3:GetEncryptionConfiguration",
+                "s3:GetLifecycleConfiguration", "s3:GetReplicationConfiguration"]
 ROLE_READS = ["iam:GetRole", "iam:GetRolePolicy", "iam:ListRolePolicies",
               "iam:ListAttachedRolePolicies", "iam:GetInstanceProfile",
               "iam:ListInstanceProfilesForRole"]
@@ -68,7 +81,7 @@ class EnvironmentAccess:
     """
 
     boundary_arn: str
-    guardrails: tuple[dict, ...]
+    guardrails: tuple[Union[dict, IamStatement], ...]
     secret_parameter_arns: tuple[str, ...] = ()
 
 
@@ -193,6 +206,8 @@ def _plan_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
     return [
         *({"sid": f"Describe{number}", "actions": actions, "resources": [resource]}
           for number, (resource, actions) in enumerate(PLAN_READS.items())),
+        {"sid": "ReadBucketSettings", "actions": BUCKET_READS,
+         "resources": [f"arn:aws:s3:::{bucket_stem(config.project, environment)}*"]},
         {"sid": "ReadRoles", "actions": ROLE_READS,
          "resources": [f"arn:aws:iam::*:role/{prefix}-*",
                        f"arn:aws:iam::*:instance-profile/{prefix}-*"]},
@@ -233,6 +248,10 @@ def _deploy_statements(config: GithubOidcConfig, environment: str,
                         "values": [access.boundary_arn]}]},
         {"sid": "BoundaryUnchanged", "effect": "Deny", "actions": POLICY_CHANGES,
          "resources": [access.boundary_arn]},
+        # It may rewrite the trust of its environment's roles (RoleUpkeep); assuming one
+        # would give it what the hosts read, their secrets included. It needs no other role.
+        {"sid": "AssumesNoRole", "effect": "Deny", "actions": ["sts:AssumeRole"],
+         "resources": ["*"]},
         *access.guardrails,
     ]
     if access.secret_parameter_arns:

@@ -8,8 +8,9 @@ environments' hosts, parameters, keys or state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Union
 
-from core.cdk import Construct, DataAwsIamPolicyDocument, IamPolicy
+from core.cdk import Construct, DataAwsIamPolicyDocument, IamPolicy, IamStatement
 from core.settings import BACKUP_METRIC_NAMESPACE
 from modules.certificate_store import MAX_BUCKET_PREFIX
 
@@ -20,10 +21,26 @@ HOST_MUTATIONS = [
     "ec2:RebootInstances", "ec2:ModifyInstanceAttribute", "ec2:ModifyInstanceMetadataOptions",
     "ec2:AssociateIamInstanceProfile", "ec2:ReplaceIamInstanceProfileAssociation",
     "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume",
+    # A snapshot or an image is a copy of the host's disks, readable wherever it is restored.
+    "ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CreateImage",
 ]
 # Key changes that would let a principal decrypt or destroy another environment's secrets.
-KEY_CHANGES = ["kms:PutKeyPolicy", "kms:CreateGrant", "kms:ScheduleKeyDeletion",
-               "kms:DisableKey", "kms:ReplicateKey"]
+# An alias call is authorized on the alias and on its key: this list covers the key side.
+KEY_CHANGES = ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey",
+               "kms:ReplicateKey", "kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
+KEY_USE = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
+KEY_TAG_CHANGES = ["kms:TagResource", "kms:UntagResource"]
+ALIAS_CHANGES = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
+# Changes to a bucket's own settings (policy, ACL, encryption, versioning, lifecycle,
+# replication, public access, ownership, logging, deletion); none touches an object.
+BUCKET_SETTINGS_CHANGES = [
+    "s3:PutBucket*", "s3:DeleteBucket*", "s3:PutLifecycleConfiguration",
+    "s3:PutEncryptionConfiguration", "s3:PutReplicationConfiguration",
+    "s3:PutAccelerateConfiguration", "s3:PutIntelligentTieringConfiguration",
+    "s3:PutInventoryConfiguration", "s3:PutAnalyticsConfiguration",
+    "s3:PutMetricsConfiguration",
+]
+OBJECT_ACCESS = ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"]
 REMOTE_SHELL = ["ssm:SendCommand", "ssm:StartSession"]
 
 # The most any role of an environment may ever do: what its hosts and its VPC flow logs need,
@@ -54,9 +71,9 @@ CEILING = (
 )
 
 
-def bucket_stem(config: PermissionsBoundaryConfig) -> str:
+def bucket_stem(project: str, environment: str) -> str:
     """The start of every bucket name of the environment."""
-    return f"{config.project}-{config.environment}-"[:MAX_BUCKET_PREFIX - 1]
+    return f"{project}-{environment}-"[:MAX_BUCKET_PREFIX - 1]
 
 
 def boundary_name(project: str, environment: str) -> str:
@@ -69,12 +86,17 @@ def boundary_arn(account_id: str, project: str, environment: str) -> str:
 
 
 def environment_guardrails(project: str, environment: str, others: tuple[str, ...],
-                           state_bucket_arn: str) -> list[dict]:
-    """Deny statements that keep a principal of ``environment`` out of every other one.
+                           state_bucket_arn: str) -> list[Union[dict, IamStatement]]:
+    """Deny statements that keep a principal of ``environment`` out of every other one:
+    dicts, or ``IamStatement`` structs where a key has an underscore.
 
     Hosts are told apart by their ``Environment`` tag (every resource of an environment stack
     carries it); a host without the tag counts as another environment's.
     """
+    not_this_environment = {"test": "StringNotEquals", "variable": "aws:ResourceTag/Environment",
+                            "values": [environment]}
+    has_environment = {"test": "Null", "variable": "aws:ResourceTag/Environment",
+                       "values": ["false"]}
     statements = [
         {"sid": "OwnHostsOnlyShell", "effect": "Deny", "actions": REMOTE_SHELL,
          "resources": ["arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:managed-instance/*"],
@@ -94,8 +116,42 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
                        {"test": "Null", "variable": "ec2:CreateAction", "values": ["true"]}]},
         {"sid": "OwnKeysOnly", "effect": "Deny", "actions": KEY_CHANGES,
          "resources": ["arn:aws:kms:*:*:key/*"],
-         "condition": [{"test": "StringNotEquals", "variable": "aws:ResourceTag/Environment",
-                        "values": [environment]}]},
+         "condition": [not_this_environment]},
+        # A grant made directly lets its grantee use the key. A service's grant for the
+        # resource it encrypts stays possible on untagged keys: EC2 makes one on the AWS
+        # managed aws/ebs key (which cannot carry tags) for every encrypted volume it
+        # creates. IfExists: a call that does not say is taken as made directly.
+        {"sid": "OwnKeysOnlyGrants", "effect": "Deny", "actions": ["kms:CreateGrant"],
+         "resources": ["arn:aws:kms:*:*:key/*"],
+         "condition": [not_this_environment,
+                       {"test": "BoolIfExists", "variable": "kms:GrantIsForAWSResource",
+                        "values": ["false"]}]},
+        {"sid": "OtherKeysNeverGranted", "effect": "Deny", "actions": ["kms:CreateGrant"],
+         "resources": ["arn:aws:kms:*:*:key/*"],
+         "condition": [not_this_environment, has_environment]},
+        # Retagging a key Environment=<this one> would make it this environment's to disable
+        # or delete. A key being created has no tags yet, so it is not denied here; the
+        # state key carries an Environment no environment has (stacks/bootstrap.py).
+        {"sid": "OwnKeyTagsOnly", "effect": "Deny", "actions": KEY_TAG_CHANGES,
+         "resources": ["arn:aws:kms:*:*:key/*"],
+         "condition": [not_this_environment, has_environment]},
+        # "*": CreateKey's tags are authorized before the key has an ARN.
+        {"sid": "KeysTaggedThisEnvironmentOnly", "effect": "Deny",
+         "actions": ["kms:TagResource"], "resources": ["*"],
+         "condition": [{"test": "StringNotEquals", "variable": "aws:RequestTag/Environment",
+                        "values": [environment]},
+                       {"test": "Null", "variable": "aws:RequestTag/Environment",
+                        "values": ["false"]}]},
+        # The alias side of alias calls; the key side is in OwnKeysOnly.
+        # Structs: jsii would drop a dict's ``not_resources``.
+        IamStatement(sid="OwnAliasesOnly", effect="Deny", actions=ALIAS_CHANGES,
+                     not_resources=[f"arn:aws:kms:*:*:alias/{project}-{environment}-*",
+                                    "arn:aws:kms:*:*:key/*"]),
+        # The state bucket and the other environments' buckets keep their policies,
+        # encryption, versioning and lifecycle whatever PowerUserAccess allows.
+        IamStatement(sid="OwnBucketSettingsOnly", effect="Deny",
+                     actions=BUCKET_SETTINGS_CHANGES,
+                     not_resources=[f"arn:aws:s3:::{bucket_stem(project, environment)}*"]),
     ]
     if others:
         statements += [
@@ -107,6 +163,15 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
             {"sid": "OtherStateNever", "effect": "Deny",
              "actions": ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"],
              "resources": [f"{state_bucket_arn}/{other}/*" for other in others]},
+            # Their keys' policies let the account's IAM decide (backups, alerts), and
+            # PowerUserAccess allows kms:*.
+            {"sid": "OtherKeysNeverUsed", "effect": "Deny", "actions": KEY_USE,
+             "resources": ["arn:aws:kms:*:*:key/*"],
+             "condition": [{"test": "StringEquals", "variable": "aws:ResourceTag/Environment",
+                            "values": list(others)}]},
+            {"sid": "OtherBucketsObjectsNever", "effect": "Deny", "actions": OBJECT_ACCESS,
+             "resources": [f"arn:aws:s3:::{bucket_stem(project, other)}*/*"
+                           for other in others]},
         ]
     return statements
 
@@ -121,7 +186,7 @@ class PermissionsBoundaryConfig:
 
     project: str
     environment: str
-    guardrails: tuple[dict, ...]
+    guardrails: tuple[Union[dict, IamStatement], ...]
 
 
 class PermissionsBoundary(Construct):
@@ -140,10 +205,10 @@ class PermissionsBoundary(Construct):
             # The LBs' certificate store and DB-01's backup copy: every bucket of the
             # environment is named from its prefix (bucket prefixes are cut to fit S3's 63).
             {"sid": "OwnBuckets", "actions": ["s3:ListBucket", "s3:GetBucketLocation"],
-             "resources": [f"arn:aws:s3:::{bucket_stem(config)}*"]},
+             "resources": [f"arn:aws:s3:::{bucket_stem(config.project, config.environment)}*"]},
             {"sid": "OwnBucketObjects",
              "actions": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
-             "resources": [f"arn:aws:s3:::{bucket_stem(config)}*/*"]},
+             "resources": [f"arn:aws:s3:::{bucket_stem(config.project, config.environment)}*/*"]},
             {"sid": "OwnMetrics", "actions": ["cloudwatch:PutMetricData"], "resources": ["*"],
              "condition": [{"test": "StringEquals", "variable": "cloudwatch:namespace",
                             "values": [BACKUP_METRIC_NAMESPACE]}]},

@@ -12,6 +12,8 @@ from modules.permissions_boundary import (PermissionsBoundary, PermissionsBounda
 from modules.state_bucket import StateBucket, StateBucketConfig, state_key_alias
 from provisioning import parameters
 
+SHARED_ENVIRONMENT_TAG = "Shared"
+
 
 class BootstrapStack(TerraformStack):
     """State bucket, the app's ECR repository (the pipeline pushes before any environment
@@ -20,8 +22,11 @@ class BootstrapStack(TerraformStack):
     def __init__(self, scope: Construct, id: str, environments: list[Settings]):
         super().__init__(scope, id)
         shared = environments[0]
+        # Environment: the deploy roles' guardrails protect a key tagged with an Environment
+        # other than theirs. Environment names are lower-case, so none can claim this one.
         AwsProvider(self, "aws", region=shared.region, default_tags=[{"tags": {
-            "Project": shared.project, "ManagedBy": "cdktf", "Stack": id}}])
+            "Project": shared.project, "ManagedBy": "cdktf", "Stack": id,
+            "Environment": SHARED_ENVIRONMENT_TAG}}])
         # The bucket cannot hold the state of the stack that creates it.
         LocalBackend(self, path="terraform.tfstate")
         account = DataAwsCallerIdentity(self, "account")

@@ -145,6 +145,12 @@ def _condition_holds(operator: str, key: str, values: tuple[str, ...], context: 
         return any(matches(v, a) for a in actual_values for v in values)
     if operator == "ArnNotEquals":
         return not any(matches(v, a) for a in actual_values for v in values)
+    if operator == "BoolIfExists":
+        # IfExists: an absent key makes the condition true; a present one compares as Bool,
+        # whose values AWS reads case-insensitively.
+        if actual is None:
+            return True
+        return any(a.lower() == v.lower() for a in actual_values for v in values)
     raise NotImplementedError(f"condition operator {operator} is not modelled; add it with "
                               "AWS's documented semantics before using it")
 
@@ -192,7 +198,9 @@ class Principal:
 
 def decide(principal: Principal, request: Request,
            key_policy: Optional[list[Statement]] = None) -> bool:
-    """Whether ``principal`` may make ``request``. ``key_policy``: the KMS key's, for kms:*."""
+    """Whether ``principal`` may make ``request``. ``key_policy``: the KMS key's, for a kms:
+    action on a key. On an alias, or on a key being created (resource ``*``), IAM alone
+    decides: AWS consults no key policy there."""
     policies = [principal.identity, principal.boundary or [], key_policy or []]
     for statements in policies[:2]:
         if any(s.effect == "Deny" and applies(s, request) for s in statements):
@@ -203,7 +211,7 @@ def decide(principal: Principal, request: Request,
     identity = any(s.effect == "Allow" and applies(s, request) for s in principal.identity)
     boundary = principal.boundary is None or any(
         s.effect == "Allow" and applies(s, request) for s in principal.boundary)
-    if request.action.lower().startswith("kms:"):
+    if request.action.lower().startswith("kms:") and ":key/" in request.resource:
         if key_policy is None:
             raise ValueError("a KMS request needs the key's policy")
         direct = any(s.effect == "Allow" and applies(s, request, principal.arn)
@@ -216,6 +224,12 @@ def decide(principal: Principal, request: Request,
 
 # ---------------------------------------------------------------------------- stacks
 
+def bucket_name(block: dict) -> str:
+    """An aws_s3_bucket's name; from ``bucket_prefix``, as Terraform completes it (26 more
+    characters)."""
+    return block.get("bucket") or f"{block['bucket_prefix']}20261202004400000000000001"
+
+
 class Stacks:
     """Every synthesized stack, with references resolved to test-account ARNs."""
 
@@ -224,6 +238,15 @@ class Stacks:
 
     def resource(self, stack: str, kind: str, key: str) -> dict:
         return self.stacks[stack]["resource"][kind][key]
+
+    def tags(self, stack: str, kind: str, key: str) -> dict:
+        """A resource's tags as AWS holds them: the provider's default tags, then its own."""
+        tags: dict = {}
+        for provider in self.stacks[stack]["provider"]["aws"]:
+            for block in provider.get("default_tags", ()):
+                tags.update(block.get("tags", {}))
+        tags.update(self.resource(stack, kind, key).get("tags") or {})
+        return tags
 
     def resolve(self, stack: str, text: str) -> str:
         return re.sub(r"\$\{([^}]+)\}", lambda m: self._reference(stack, m.group(1)), text)
@@ -242,8 +265,9 @@ class Stacks:
             return f"arn:aws:iam::{ACCOUNT}:policy/{block['name']}"
         if kind == "aws_kms_key" and attribute == "arn":
             return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/{stack}-{key}"
-        if kind == "aws_s3_bucket" and attribute == "arn":
-            return f"arn:aws:s3:::{block['bucket']}"
+        if kind == "aws_s3_bucket" and attribute in ("arn", "id", "bucket"):
+            name = bucket_name(block)
+            return f"arn:aws:s3:::{name}" if attribute == "arn" else name
         if kind == "aws_ecr_repository" and attribute == "arn":
             return f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{block['name']}"
         if kind == "aws_cloudwatch_log_group" and attribute == "arn":

@@ -3,6 +3,8 @@ or make an administrator, from the synthesized policies, the vendored AWS manage
 the permissions boundaries and the KMS key policies (tests/infra/iam_policy.py)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import pytest
 
 from tests.infra import iam_policy
@@ -52,8 +54,12 @@ def parameter_arn(environment: str, name: str) -> str:
 
 
 def parameter_key(stacks: Stacks, environment: str) -> tuple[str, list]:
-    ((arn, policy),) = stacks.key_policies(environment).items()
-    return arn, policy
+    """The key that encrypts the environment's SecureStrings: the one its alias names."""
+    (alias,) = (alias for alias in stacks.stacks[environment]["resource"]["aws_kms_alias"]
+                .values() if alias["name"] == f"alias/webapp-{environment}-parameters")
+    key = alias["target_key_id"].split(".")[1]
+    arn = stacks.resolve(environment, f"${{aws_kms_key.{key}.arn}}")
+    return arn, stacks.key_policies(environment)[arn]
 
 
 def can_get(principal: Principal, environment: str, name: str) -> bool:
@@ -305,3 +311,372 @@ def test_parliament_finds_nothing_in_any_synthesized_policy(stacks):
             findings[(stack, key)] = [str(f) for f in policy.findings]
     assert findings == {}
     assert len(list(stacks.all_documents())) > 20  # every document was read
+
+
+# ---------------------------------------------------------------------------- keys
+
+KEY_ARN = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/"
+# The key policy AWS gives its managed key aws/ebs (GetKeyPolicy on alias/aws/ebs): every
+# principal of the account may use it through EC2. Encrypted volumes without a key of their
+# own (every host's root and data volumes) use it, and EC2 creates a grant on it for each.
+EBS_KEY_POLICY = iam_policy.from_iam_json({"Statement": [
+    {"Sid": "Allow access through EBS for all principals in the account that are authorized "
+            "to use EBS", "Effect": "Allow", "Principal": {"AWS": "*"},
+     "Action": ["kms:Encrypt", "kms:Decrypt", "kms:ReEncrypt*", "kms:GenerateDataKey*",
+                "kms:CreateGrant", "kms:DescribeKey"], "Resource": "*",
+     "Condition": {"StringEquals": {"kms:CallerAccount": ACCOUNT,
+                                    "kms:ViaService": f"ec2.{REGION}.amazonaws.com"}}},
+    {"Sid": "Allow direct access to key metadata to the account", "Effect": "Allow",
+     "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"},
+     "Action": ["kms:Describe*", "kms:Get*", "kms:List*", "kms:RevokeGrant"],
+     "Resource": "*"}]})
+THROUGH_EC2 = {"kms:ViaService": f"ec2.{REGION}.amazonaws.com", "kms:CallerAccount": ACCOUNT,
+               "kms:GrantIsForAWSResource": "true"}
+
+
+def keys(stacks: Stacks, stack: str) -> list[tuple[str, list, Optional[str]]]:
+    """(ARN, key policy, Environment tag or None) of every KMS key of ``stack``."""
+    policies = stacks.key_policies(stack)
+    return [(arn, policies[arn],
+             stacks.tags(stack, "aws_kms_key", key).get("Environment"))
+            for key in stacks.stacks[stack]["resource"]["aws_kms_key"]
+            for arn in [stacks.resolve(stack, f"${{aws_kms_key.{key}.arn}}")]]
+
+
+def tagged(environment_tag: Optional[str], **context) -> dict:
+    """A request context on a resource carrying ``environment_tag`` (None: no such tag)."""
+    if environment_tag is not None:
+        context["aws:ResourceTag/Environment"] = environment_tag
+    return context
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deploy_role_launches_hosts_with_the_aws_managed_ebs_key(roles, environment):
+    """RunInstances and CreateVolume make EC2 create a grant on aws/ebs, which has no tags."""
+    for name in (f"github-webapp-{environment}-deploy", f"webapp-{environment}-app"):
+        role = roles[name]
+        through_ec2 = decide(role, Request("kms:CreateGrant", KEY_ARN + "aws-ebs",
+                                           THROUGH_EC2), EBS_KEY_POLICY)
+        assert through_ec2 == name.endswith("-deploy"), name
+        # Not through EC2, the key policy refuses.
+        assert not decide(role, Request("kms:CreateGrant", KEY_ARN + "aws-ebs"),
+                          EBS_KEY_POLICY)
+
+
+def test_no_grant_on_another_environments_key(stacks, roles):
+    for env in ENVIRONMENTS:
+        deploy = roles[f"github-webapp-{env}-deploy"]
+        for stack in ("bootstrap", *ENVIRONMENTS):
+            for arn, policy, environment_tag in keys(stacks, stack):
+                own = environment_tag == env
+                for context in ({}, {"kms:GrantIsForAWSResource": "false"}, THROUGH_EC2):
+                    request = Request("kms:CreateGrant", arn, tagged(environment_tag,
+                                                                     **context))
+                    assert decide(deploy, request, policy) == own, (env, arn, context)
+
+
+def test_no_role_uses_another_environments_keys(stacks, roles):
+    """The backup and alert keys let the account's IAM decide; the deploy roles have kms:*."""
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            if target == env:
+                continue
+            for arn, policy, environment_tag in keys(stacks, target):
+                for action in ("kms:Decrypt", "kms:GenerateDataKey", "kms:ReEncryptFrom"):
+                    assert not decide(roles[name], Request(action, arn, tagged(
+                        environment_tag, **{"kms:ViaService": f"s3.{REGION}.amazonaws.com"})),
+                        policy), (name, arn, action)
+
+
+def test_the_state_key_belongs_to_no_environment(stacks):
+    ((_, _, environment_tag),) = keys(stacks, "bootstrap")
+    # Environment names are lower-case (core/settings.py): no environment can be this one.
+    assert environment_tag and environment_tag != environment_tag.lower()
+
+
+def test_a_deploy_role_cannot_retag_another_environments_key(stacks, roles):
+    """Retagging a key Environment=<own> would make it the role's to disable or delete."""
+    for env in ENVIRONMENTS:
+        deploy = roles[f"github-webapp-{env}-deploy"]
+        for stack in ("bootstrap", *ENVIRONMENTS):
+            for arn, policy, environment_tag in keys(stacks, stack):
+                own = environment_tag == env
+                retag = Request("kms:TagResource", arn, tagged(
+                    environment_tag, **{"aws:RequestTag/Environment": env,
+                                        "aws:TagKeys": ["Environment"]}))
+                untag = Request("kms:UntagResource", arn, tagged(
+                    environment_tag, **{"aws:TagKeys": ["Environment"]}))
+                other_tag = Request("kms:TagResource", arn, tagged(
+                    environment_tag, **{"aws:RequestTag/Project": "webapp",
+                                        "aws:TagKeys": ["Project"]}))
+                assert decide(deploy, retag, policy) == own, (env, arn)
+                assert decide(deploy, untag, policy) == own, (env, arn)
+                assert decide(deploy, other_tag, policy) == own, (env, arn)
+                disable = Request("kms:DisableKey", arn, tagged(environment_tag))
+                assert decide(deploy, disable, policy) == own, (env, arn)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_deploy_role_tags_its_keys_with_its_environment_only(stacks, roles, environment):
+    deploy = roles[f"github-webapp-{environment}-deploy"]
+    other = next(e for e in ENVIRONMENTS if e != environment)
+    # CreateKey with Tags: KMS also asks for kms:TagResource, from IAM alone (no key yet).
+    for action in ("kms:CreateKey", "kms:TagResource"):
+        assert decide(deploy, Request(action, "*", {"aws:RequestTag/Environment": environment,
+                                                    "aws:TagKeys": ["Environment"]}))
+    assert not decide(deploy, Request("kms:TagResource", "*", {
+        "aws:RequestTag/Environment": other, "aws:TagKeys": ["Environment"]}))
+    for arn, policy, environment_tag in keys(stacks, environment):
+        assert not decide(deploy, Request("kms:TagResource", arn, tagged(
+            environment_tag, **{"aws:RequestTag/Environment": other})), policy)
+
+
+def aliases(stacks: Stacks, stack: str) -> list[str]:
+    return [f"arn:aws:kms:{REGION}:{ACCOUNT}:{alias['name']}"
+            for alias in stacks.stacks[stack]["resource"]["aws_kms_alias"].values()]
+
+
+def test_a_deploy_role_manages_its_own_aliases_only(stacks, roles):
+    for env in ENVIRONMENTS:
+        deploy = roles[f"github-webapp-{env}-deploy"]
+        own_keys = keys(stacks, env)
+        for stack in ("bootstrap", *ENVIRONMENTS):
+            for alias in aliases(stacks, stack):
+                for action in ("kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"):
+                    assert decide(deploy, Request(action, alias)) == (stack == env), alias
+                    # The key side of the same call, on the environment's own keys.
+                    for arn, policy, environment_tag in own_keys:
+                        assert decide(deploy, Request(action, arn, tagged(environment_tag)),
+                                      policy)
+        # Pointing an alias of its own at another environment's key: the key side refuses.
+        for stack in ("bootstrap", *ENVIRONMENTS):
+            for arn, policy, environment_tag in keys(stacks, stack):
+                assert decide(deploy, Request("kms:UpdateAlias", arn, tagged(
+                    environment_tag)), policy) == (stack == env)
+
+
+# ---------------------------------------------------------------------------- buckets
+
+BUCKET_SETTINGS_CHANGES = (
+    "s3:PutBucketPolicy", "s3:DeleteBucketPolicy", "s3:PutLifecycleConfiguration",
+    "s3:PutBucketVersioning", "s3:PutEncryptionConfiguration", "s3:PutBucketPublicAccessBlock",
+    "s3:DeleteBucket", "s3:PutBucketOwnershipControls", "s3:PutReplicationConfiguration",
+    "s3:PutBucketAcl", "s3:PutBucketTagging", "s3:PutBucketObjectLockConfiguration",
+    "s3:PutAccelerateConfiguration", "s3:PutBucketLogging", "s3:PutBucketNotification",
+    "s3:PutBucketCORS", "s3:PutBucketWebsite", "s3:DeleteBucketWebsite",
+    "s3:PutIntelligentTieringConfiguration", "s3:PutInventoryConfiguration",
+    "s3:PutAnalyticsConfiguration", "s3:PutMetricsConfiguration",
+    "s3:PutBucketRequestPayment", "s3:DeleteBucketOwnershipControls")
+
+
+def buckets(stacks: Stacks, stack: str) -> list[str]:
+    return [f"arn:aws:s3:::{iam_policy.bucket_name(block)}"
+            for block in stacks.stacks[stack]["resource"]["aws_s3_bucket"].values()]
+
+
+def test_a_deploy_role_changes_only_its_own_buckets_settings(stacks, roles):
+    """Not the state bucket, not the other environment's buckets (their policies guard
+    their objects)."""
+    outcome, intended = {}, {}
+    for env in ENVIRONMENTS:
+        deploy = roles[f"github-webapp-{env}-deploy"]
+        for stack in ("bootstrap", *ENVIRONMENTS):
+            for bucket in buckets(stacks, stack):
+                for action in BUCKET_SETTINGS_CHANGES:
+                    outcome[(env, bucket, action)] = decide(deploy, Request(action, bucket))
+                    intended[(env, bucket, action)] = stack == env
+    assert outcome == intended
+
+
+def test_no_role_touches_the_other_environments_objects(stacks, roles):
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            if target == env:
+                continue
+            for bucket in buckets(stacks, target):
+                for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
+                               "s3:DeleteObject", "s3:GetObjectAcl", "s3:PutObjectAcl"):
+                    assert not decide(roles[name], Request(action, f"{bucket}/backup.info")), (
+                        name, bucket, action)
+
+
+# ---------------------------------------------------------------------------- disks, roles
+
+def test_no_role_copies_the_other_environments_disks(roles):
+    """A snapshot or an image of a host is a copy of its data."""
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            for action, resource in (
+                    ("ec2:CreateSnapshot", "volume/vol-0123456789abcdef0"),
+                    ("ec2:CreateSnapshots", "instance/i-0123456789abcdef0"),
+                    ("ec2:CreateImage", "instance/i-0123456789abcdef0")):
+                arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:{resource}"
+                copied = decide(roles[name], Request(action, arn, tagged(target)))
+                assert copied == (kind == "deploy" and env == target), (name, target, action)
+                assert not decide(roles[name], Request(action, arn)), (name, action)
+
+
+def test_a_deploy_role_assumes_no_role(roles):
+    """It may rewrite its hosts' roles' trust (iam:UpdateAssumeRolePolicy), so it must not be
+    able to assume them: a host role reads secrets the deploy role may not."""
+    for env in ENVIRONMENTS:
+        deploy = roles[f"github-webapp-{env}-deploy"]
+        for target in ENVIRONMENTS:
+            for role in (*HOST_ROLES, "flow-logs"):
+                assert not decide(deploy, Request(
+                    "sts:AssumeRole", f"arn:aws:iam::{ACCOUNT}:role/webapp-{target}-{role}"))
+
+
+def test_the_evaluator_reads_bool_if_exists_as_aws_does():
+    principal = Principal(arn="arn:aws:iam::1:role/r", identity=iam_policy.from_iam_json({
+        "Statement": [{"Effect": "Allow", "Action": "kms:CreateGrant", "Resource": "*"},
+                      {"Effect": "Deny", "Action": "kms:CreateGrant", "Resource": "*",
+                       "Condition": {"BoolIfExists": {"kms:GrantIsForAWSResource": "false"}}}]}))
+    grant = "kms:CreateGrant"
+    assert not decide(principal, Request(grant, "*"))
+    assert not decide(principal, Request(grant, "*", {"kms:GrantIsForAWSResource": "false"}))
+    assert decide(principal, Request(grant, "*", {"kms:GrantIsForAWSResource": "True"}))
+
+
+# ---------------------------------------------------------------------------- plan refresh
+
+def _named(service: str, resource: str):
+    """The ARNs of a resource named by its ``name`` (or ``alarm_name``)."""
+    def arns(stacks, env, block):
+        name = stacks.resolve(env, block.get("name") or block["alarm_name"])
+        return [f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}{name}"]
+    return arns
+
+
+def _bucket(stacks, env, block) -> list[str]:
+    """A bucket's ARN, from the bucket itself or from the resource that configures it."""
+    name = (iam_policy.bucket_name(block) if "bucket_prefix" in block
+            else stacks.resolve(env, block["bucket"]))
+    return [f"arn:aws:s3:::{name}"]
+
+
+def _role(stacks, env, block) -> list[str]:
+    name = block["name"] if "assume_role_policy" in block else stacks.resolve(
+        env, block["role"]).rsplit("/", 1)[-1]
+    return [f"arn:aws:iam::{ACCOUNT}:role/{name}"]
+
+
+def _key(stacks, env, block) -> list[str]:
+    return [arn for arn, _, _ in keys(stacks, env)]
+
+
+ANY = None
+# What the AWS provider (6.x) calls when it refreshes each kind of resource of the
+# environment stacks: resource type -> [(ARNs of the call, actions)]; ANY: actions IAM does
+# not scope ("*"). From the provider's Read functions (internal/service/<service>/<type>.go).
+REFRESH_READS = {
+    "aws_vpc": [(ANY, ["ec2:DescribeVpcs", "ec2:DescribeRouteTables", "ec2:DescribeNetworkAcls",
+                       "ec2:DescribeSecurityGroups"]),
+                (lambda s, e, b: [f"arn:aws:ec2:{REGION}:{ACCOUNT}:vpc/vpc-0a"],
+                 ["ec2:DescribeVpcAttribute"])],
+    "aws_subnet": [(ANY, ["ec2:DescribeSubnets"])],
+    "aws_internet_gateway": [(ANY, ["ec2:DescribeInternetGateways"])],
+    "aws_eip": [(ANY, ["ec2:DescribeAddresses", "ec2:DescribeAddressesAttribute"])],
+    "aws_nat_gateway": [(ANY, ["ec2:DescribeNatGateways"])],
+    "aws_route_table": [(ANY, ["ec2:DescribeRouteTables"])],
+    "aws_route": [(ANY, ["ec2:DescribeRouteTables"])],
+    "aws_route_table_association": [(ANY, ["ec2:DescribeRouteTables"])],
+    "aws_flow_log": [(ANY, ["ec2:DescribeFlowLogs"])],
+    "aws_default_security_group": [(ANY, ["ec2:DescribeSecurityGroups"])],
+    "aws_security_group": [(ANY, ["ec2:DescribeSecurityGroups"])],
+    "aws_vpc_security_group_ingress_rule": [(ANY, ["ec2:DescribeSecurityGroupRules"])],
+    "aws_vpc_security_group_egress_rule": [(ANY, ["ec2:DescribeSecurityGroupRules"])],
+    "aws_instance": [(ANY, ["ec2:DescribeInstances", "ec2:DescribeVolumes",
+                            "ec2:DescribeInstanceCreditSpecifications",
+                            "ec2:DescribeInstanceTypes", "ec2:DescribeNetworkInterfaces"]),
+                     (lambda s, e, b: [f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/i-0a"],
+                      ["ec2:DescribeInstanceAttribute"])],
+    "aws_ebs_volume": [(ANY, ["ec2:DescribeVolumes"])],
+    "aws_volume_attachment": [(ANY, ["ec2:DescribeVolumes"])],
+    "aws_lb": [(ANY, ["elasticloadbalancing:DescribeLoadBalancers",
+                      "elasticloadbalancing:DescribeLoadBalancerAttributes",
+                      "elasticloadbalancing:DescribeCapacityReservation",
+                      "elasticloadbalancing:DescribeTags"])],
+    "aws_lb_listener": [(ANY, ["elasticloadbalancing:DescribeListeners",
+                               "elasticloadbalancing:DescribeListenerAttributes",
+                               "elasticloadbalancing:DescribeTags"])],
+    "aws_lb_target_group": [(ANY, ["elasticloadbalancing:DescribeTargetGroups",
+                                   "elasticloadbalancing:DescribeTargetGroupAttributes",
+                                   "elasticloadbalancing:DescribeTags"])],
+    "aws_lb_target_group_attachment": [(ANY, ["elasticloadbalancing:DescribeTargetHealth"])],
+    "aws_cloudwatch_log_group": [(ANY, ["logs:DescribeLogGroups"]),
+                                 (_named("logs", "log-group:"), ["logs:ListTagsForResource"])],
+    "aws_cloudwatch_metric_alarm": [(_named("cloudwatch", "alarm:"),
+                                     ["cloudwatch:DescribeAlarms",
+                                      "cloudwatch:ListTagsForResource"])],
+    "aws_sns_topic": [(_named("sns", ""), ["sns:GetTopicAttributes",
+                                           "sns:ListTagsForResource"])],
+    "aws_sns_topic_subscription": [(ANY, ["sns:GetSubscriptionAttributes"])],
+    "aws_kms_key": [(_key, ["kms:DescribeKey", "kms:GetKeyPolicy", "kms:GetKeyRotationStatus",
+                            "kms:ListResourceTags"])],
+    "aws_kms_alias": [(ANY, ["kms:ListAliases"])],
+    "aws_iam_role": [(_role, ["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
+                              "iam:ListAttachedRolePolicies"])],
+    "aws_iam_role_policy": [(_role, ["iam:GetRolePolicy"])],
+    "aws_iam_role_policy_attachment": [(_role, ["iam:ListAttachedRolePolicies"])],
+    "aws_iam_instance_profile": [(lambda s, e, b: [
+        f"arn:aws:iam::{ACCOUNT}:instance-profile/{b['name']}"], ["iam:GetInstanceProfile"])],
+    # HeadBucket is authorized as s3:ListBucket.
+    "aws_s3_bucket": [(_bucket, [
+        "s3:ListBucket", "s3:GetBucketPolicy", "s3:GetBucketAcl", "s3:GetBucketCORS",
+        "s3:GetBucketWebsite", "s3:GetBucketVersioning", "s3:GetAccelerateConfiguration",
+        "s3:GetBucketRequestPayment", "s3:GetBucketLogging", "s3:GetLifecycleConfiguration",
+        "s3:GetReplicationConfiguration", "s3:GetEncryptionConfiguration",
+        "s3:GetBucketObjectLockConfiguration", "s3:GetBucketTagging"])],
+    "aws_s3_bucket_lifecycle_configuration": [(_bucket, ["s3:GetLifecycleConfiguration"])],
+    "aws_s3_bucket_ownership_controls": [(_bucket, ["s3:GetBucketOwnershipControls"])],
+    "aws_s3_bucket_policy": [(_bucket, ["s3:GetBucketPolicy"])],
+    "aws_s3_bucket_public_access_block": [(_bucket, ["s3:GetBucketPublicAccessBlock"])],
+    "aws_s3_bucket_server_side_encryption_configuration": [
+        (_bucket, ["s3:GetEncryptionConfiguration"])],
+    "aws_s3_bucket_versioning": [(_bucket, ["s3:GetBucketVersioning"])],
+}
+DATA_READS = {
+    "aws_ami": [(ANY, ["ec2:DescribeImages"])],
+    "aws_ecr_repository": [(lambda s, e, b: [
+        f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{b['name']}"],
+        ["ecr:DescribeRepositories", "ecr:ListTagsForResource", "ecr:DescribeImages"])],
+    "aws_caller_identity": [],  # sts:GetCallerIdentity needs no permission
+    "aws_iam_policy_document": [],  # computed by Terraform itself
+}
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_plan_role_refreshes_every_resource_of_its_environment(stacks, roles, environment):
+    content = stacks.stacks[environment]
+    assert set(content["resource"]) <= set(REFRESH_READS), "a resource type without its reads"
+    assert set(content["data"]) <= set(DATA_READS), "a data source without its reads"
+    plan = roles[f"github-webapp-{environment}-plan"]
+    key_policies = stacks.key_policies(environment)
+    refused = []
+    for section, table in (("resource", REFRESH_READS), ("data", DATA_READS)):
+        for kind, blocks in content[section].items():
+            for block in blocks.values():
+                for arns_of, actions in table[kind]:
+                    for arn in (["*"] if arns_of is ANY else arns_of(stacks, environment,
+                                                                     block)):
+                        for action in actions:
+                            if not decide(plan, Request(action, arn), key_policies.get(arn)):
+                                refused.append((kind, action, arn))
+    assert refused == []
+
+
+def test_the_refresh_table_lists_only_what_the_environments_hold(stacks):
+    held = {kind for env in ENVIRONMENTS for kind in stacks.stacks[env]["resource"]}
+    assert held == set(REFRESH_READS)
+
+
+@pytest.mark.parametrize("environment", ENVIRONMENTS)
+def test_the_plan_role_reads_only_its_own_buckets_settings(stacks, roles, environment):
+    plan = roles[f"github-webapp-{environment}-plan"]
+    for stack in ("bootstrap", *ENVIRONMENTS):
+        for bucket in buckets(stacks, stack):
+            assert decide(plan, Request("s3:GetBucketPolicy", bucket)) == (stack == environment)
+            for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:PutBucketPolicy"):
+                assert not decide(plan, Request(action, f"{bucket}/backup.info")), action
+                assert not decide(plan, Request(action, bucket)), action
