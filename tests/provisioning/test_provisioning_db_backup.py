@@ -113,14 +113,15 @@ def test_restore_of_a_named_backup_after_every_row_is_gone(postgres_server, data
 def test_list_shows_backups_oldest_first(backup_env):
     folder = Path(backup_env["BACKUP_DIR"])
     db = backup_env["DB_NAME"]
-    for days in (3, 1, 2):
-        (folder / f"{db}-{stamp(days)}.dump").write_bytes(b"x" * days)
+    # Named once: a second stamp() may fall in the next second.
+    names = {days: f"{db}-{stamp(days)}.dump" for days in (3, 1, 2)}
+    for days, name in names.items():
+        (folder / name).write_bytes(b"x" * days)
     (folder / "unrelated.txt").write_text("not a backup")
 
     listed = run_script("db-backup.sh", "dumps", env=backup_env, check=True).stdout.splitlines()
 
-    assert [line.split("\t")[0] for line in listed] == sorted(
-        f"{db}-{stamp(days)}.dump" for days in (3, 1, 2))
+    assert [line.split("\t")[0] for line in listed] == sorted(names.values())
     assert listed[0].endswith("3 bytes")
 
 
