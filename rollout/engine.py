@@ -117,7 +117,8 @@ class RollingUpdate:
         # Every load balancer in front of the app hosts: a host is out only once every one has
         # taken it out, and back only once every one has put it back.
         self.lbs = list(lb) if isinstance(lb, (list, tuple)) else [lb]
-        self.sources = tuple(getattr(b, "probe_source", None) for b in self.lbs)
+        self.sources = tuple(b.probe_source for b in self.lbs)
+        # Probes are told apart by their source address: without every LB's, none can be.
         if len(self.sources) > 1 and None in self.sources:
             self.sources = (None,) * len(self.sources)
         self.lock = lock
@@ -130,12 +131,18 @@ class RollingUpdate:
         self.total = len(self.hosts)
         log.name_width = max([len(h.host.name) for h in self.hosts] + [log.name_width])
         self.extra_rows: list[HostRow] = []
-        self.pool: UpstreamPool | None = None
+        # Each load balancer's upstream pool, read at the start of the run.
+        self.pools: list[UpstreamPool] = []
         self.failure: str | None = None
         self.per_batch = 1
         # A host outside every batch stopped serving and did not come back.
         self.outside_loss = False
         self._failure_lock = threading.Lock()
+
+    @property
+    def pool(self) -> UpstreamPool:
+        """Every load balancer's upstreams at once, with the slowest health timing."""
+        return _combined(self.pools)
 
     # ----------------------------------------------------------------------------- the run
 
@@ -143,14 +150,12 @@ class RollingUpdate:
         if not self.hosts:
             raise RolloutRefused(f"no app hosts found for environment {self.environment!r}")
         opts = self.options
-        self.pools = []
         for lb in self.lbs:
             self.log.fleet(f"reading Caddy's upstream pool at {lb.describe()}")
             try:
                 self.pools.append(lb.pool())
             except LoadBalancerError as exc:
                 raise RolloutRefused(f"{exc}; no host was touched") from exc
-        self.pool = _combined(self.pools)
         self.log.fleet(
             f"{len(self.pool.dials)} upstreams in {len(self.lbs)} Caddy load balancer(s); "
             f"health probe every "
@@ -350,7 +355,6 @@ class RollingUpdate:
                 continue
             self.log.fleet(f"{lb.name} now has {len(new_list)} upstreams (one config change)")
             self.pools[index] = replace(pool, upstreams=tuple(new_list))
-        self.pool = _combined(self.pools)
         if failure:
             for h in ready:
                 h.row.result, h.row.ok = f"not joined: {failure}", False
