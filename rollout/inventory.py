@@ -166,12 +166,17 @@ def parse_inventory(data: object, path: str = "<inventory>") -> Inventory:
                      environment=environment, lock_file=lock_file)
 
 
-def _parse_lb(raw: object, where: str, fail) -> LoadBalancer:
+def _check_keys(raw: object, where: str, fail, allowed: set[str], required: str) -> None:
+    """``raw`` is a mapping of ``allowed`` keys only."""
     if not isinstance(raw, dict):
-        raise fail(where, "must be a mapping with name and admin")
-    unknown = set(raw) - _LB_KEYS
+        raise fail(where, f"must be a mapping with {required}")
+    unknown = set(raw) - allowed
     if unknown:
-        raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(_LB_KEYS)}")
+        raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(allowed)}")
+
+
+def _parse_lb(raw: object, where: str, fail) -> LoadBalancer:
+    _check_keys(raw, where, fail, _LB_KEYS, "name and admin")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail(f"{where}.name", "required, e.g. 'LB-01'")
@@ -190,11 +195,7 @@ def _parse_lb(raw: object, where: str, fail) -> LoadBalancer:
 
 
 def _parse_host(raw: object, where: str, fail) -> AppHost:
-    if not isinstance(raw, dict):
-        raise fail(where, "must be a mapping with name, upstream, health_url, deploy_command")
-    unknown = set(raw) - _HOST_KEYS
-    if unknown:
-        raise fail(f"{where}.{sorted(unknown)[0]}", f"unknown key; allowed: {sorted(_HOST_KEYS)}")
+    _check_keys(raw, where, fail, _HOST_KEYS, "name, upstream, health_url, deploy_command")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail(f"{where}.name", "required, e.g. 'APP-1'")
