@@ -15,6 +15,7 @@ file by name.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import re
@@ -45,8 +46,12 @@ def file_text(name: str) -> str:
 _HEREDOC = re.compile(r"<<-?\s*['\"]?[A-Za-z_]")
 
 
+@functools.lru_cache(maxsize=None)
 def host_text(name: str) -> str:
-    """``provisioning/files/NAME`` as a host receives it: a script without its comment lines."""
+    """``provisioning/files/NAME`` as a host receives it: a script without its comment lines.
+
+    Kept once read: every host of every environment embeds the same scripts, and tokenizing
+    them for each would add to every synthesis."""
     return without_comment_lines(file_text(name))
 
 
