@@ -130,20 +130,21 @@ def test_a_host_failing_late_rolls_back_the_hosts_already_updated(lab):
     fleet = lab(unhealthy_images={"APP-3": [V2]})
     with LoadGenerator("127.0.0.1", fleet.http_port, clients=CLIENTS) as load:
         traffic_flowing(load)
-        done = rolling_update(fleet, "--image", V2, "--health-timeout", "1")
+        # APP-1 and APP-2 must turn healthy within this on a loaded CI runner; APP-3 never does.
+        done = rolling_update(fleet, "--image", V2, "--health-timeout", "5")
         finished = time.monotonic()
         traffic_flowing(load)
     assert done.returncode == 1, done.stdout + done.stderr
+    rows = {line.split()[0]: line for line in done.stdout.splitlines()
+            if line.startswith("APP-")}
+    assert "rolled back (rollout stopped)" in rows["APP-1"], done.stdout
+    assert "rolled back (rollout stopped)" in rows["APP-2"], done.stdout
+    assert f"rolled back to {V1}" in rows["APP-3"], done.stdout
+    assert "not started (rollout stopped)" in rows["APP-4"], done.stdout
     assert fleet.images() == {f"APP-{n}": V1 for n in range(1, 5)}
     assert_no_request_lost(load)
     assert set(load.stats.versions) == {V1, V2}
     assert set(load.stats.versions_after(finished)) == {V1}
-    rows = {line.split()[0]: line for line in done.stdout.splitlines()
-            if line.startswith("APP-")}
-    assert "rolled back (rollout stopped)" in rows["APP-1"]
-    assert "rolled back (rollout stopped)" in rows["APP-2"]
-    assert f"rolled back to {V1}" in rows["APP-3"]
-    assert "not started (rollout stopped)" in rows["APP-4"]
 
 
 def test_unreachable_admin_api_touches_no_host(lab):
@@ -319,7 +320,7 @@ def test_an_app_host_killed_outside_the_batch_stops_the_rollout_and_is_named(lab
     must notice, wait for it, stop, and never call APP-4 updated."""
     fleet = lab(size=4)
     first, victim = fleet.hosts[0], fleet.hosts[3]
-    process = subprocess.Popen(fleet.rollout_argv(*FAST, "--image", V2, "--health-timeout", "3"),
+    process = subprocess.Popen(fleet.rollout_argv(*FAST, "--image", V2, "--health-timeout", "5"),
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: V2 in fleet.commands(first), timeout=60, what="APP-1's deploy")
