@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from core.cdk import Construct, EcrEncryption, EcrLifecyclePolicy, EcrRepository
+from core.cdk import Construct, EcrEncryption, EcrLifecyclePolicy, EcrRepository, IamStatement
 
 # What a pusher needs beyond ecr:GetAuthorizationToken (which has no resource-level scope);
 # BatchGetImage and DescribeImages also let the pipeline check that a tag exists.
@@ -13,6 +13,17 @@ PUSH_ACTIONS = ["ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
                 "ecr:BatchGetImage", "ecr:DescribeImages"]
 PULL_ACTIONS = ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
 LOGIN_ACTION = "ecr:GetAuthorizationToken"
+# Reading the repository's own settings, for the plan.
+READ_ACTIONS = ["ecr:DescribeRepositories", "ecr:ListImages", "ecr:ListTagsForResource",
+                "ecr:GetLifecyclePolicy", "ecr:GetRepositoryPolicy",
+                "ecr:DescribeImageScanFindings"]
+# Settings of the whole registry that would copy every image elsewhere or let images in
+# from elsewhere.
+REGISTRY_CHANGES = ["ecr:PutReplicationConfiguration", "ecr:PutRegistryPolicy",
+                    "ecr:DeleteRegistryPolicy", "ecr:PutRegistryScanningConfiguration",
+                    "ecr:CreatePullThroughCacheRule", "ecr:UpdatePullThroughCacheRule",
+                    "ecr:DeletePullThroughCacheRule", "ecr:CreateRepositoryCreationTemplate",
+                    "ecr:UpdateRepositoryCreationTemplate", "ecr:PutAccountSetting"]
 
 
 @dataclass(frozen=True)
@@ -56,9 +67,17 @@ class ContainerRepository(Construct):
         self.arn = repository.arn
         self.url = repository.repository_url
         # The login token has no resource-level scope; everything else is this repository's.
+        # The denies hold whatever else a pusher is allowed (a deploy role has
+        # PowerUserAccess): every environment runs these images, so no environment's role may
+        # make a tag mutable, delete an image, expire or share them, or replicate the registry.
         self.push_statements = (
             {"actions": [LOGIN_ACTION], "resources": ["*"]},
-            {"actions": PUSH_ACTIONS, "resources": [repository.arn]})
+            {"actions": PUSH_ACTIONS, "resources": [repository.arn]},
+            IamStatement(sid="ImagesOnlyPushed", effect="Deny",
+                         not_actions=sorted({*PUSH_ACTIONS, *PULL_ACTIONS, *READ_ACTIONS}),
+                         resources=[repository.arn]),
+            {"sid": "RegistryUnchanged", "effect": "Deny", "actions": REGISTRY_CHANGES,
+             "resources": ["*"]})
 
 
 def pull_statements(repository_arn: str) -> list[dict]:

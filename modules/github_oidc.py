@@ -106,7 +106,7 @@ class GithubOidcConfig:
     state_bucket_arn: str
     state_key_arn: str
     existing_provider_arn: Optional[str] = None
-    image_push_statements: tuple[dict, ...] = ()
+    image_push_statements: tuple[Union[dict, IamStatement], ...] = ()
 
 
 class GithubOidc(Construct):
@@ -211,10 +211,9 @@ def _plan_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
         {"sid": "ReadRoles", "actions": ROLE_READS,
          "resources": [f"arn:aws:iam::*:role/{prefix}-*",
                        f"arn:aws:iam::*:instance-profile/{prefix}-*"]},
+        # No lock: a pull request controls the workflow that assumes this role, and could
+        # hold or break the lock an apply takes. Plans run with -lock=false.
         *_state_statements(config, environment),
-        # A plan takes the state lock: it writes the lock object and nothing else.
-        {"sid": "StateLock", "actions": ["s3:PutObject", "s3:DeleteObject"],
-         "resources": [f"{config.state_bucket_arn}/{environment}/*.tflock"]},
     ]
 
 

@@ -8,6 +8,7 @@ environments' hosts, parameters, keys or state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from typing import Union
 
 from core.cdk import Construct, DataAwsIamPolicyDocument, IamPolicy, IamStatement
@@ -23,12 +24,13 @@ HOST_MUTATIONS = [
     "ec2:AttachVolume", "ec2:DetachVolume", "ec2:DeleteVolume", "ec2:ModifyVolume",
     # A snapshot or an image is a copy of the host's disks, readable wherever it is restored.
     "ec2:CreateSnapshot", "ec2:CreateSnapshots", "ec2:CreateImage",
+    # A new root volume, or none of the host's role, is a replaced or crippled host.
+    "ec2:CreateReplaceRootVolumeTask", "ec2:DisassociateIamInstanceProfile",
 ]
 # Key changes that would let a principal decrypt or destroy another environment's secrets.
 # An alias call is authorized on the alias and on its key: this list covers the key side.
 KEY_CHANGES = ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion", "kms:DisableKey",
                "kms:ReplicateKey", "kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
-KEY_USE = ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey*", "kms:ReEncrypt*"]
 KEY_TAG_CHANGES = ["kms:TagResource", "kms:UntagResource"]
 ALIAS_CHANGES = ["kms:CreateAlias", "kms:UpdateAlias", "kms:DeleteAlias"]
 # Changes to a bucket's own settings (policy, ACL, encryption, versioning, lifecycle,
@@ -42,6 +44,20 @@ BUCKET_SETTINGS_CHANGES = [
 ]
 OBJECT_ACCESS = ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"]
 REMOTE_SHELL = ["ssm:SendCommand", "ssm:StartSession"]
+# Ways to run a command on hosts later, or chosen by tag, that are authorized on a document or
+# a window rather than on each host: no environment uses them, so nobody may.
+STANDING_COMMANDS = [
+    "ssm:CreateAssociation", "ssm:CreateAssociationBatch", "ssm:UpdateAssociation",
+    "ssm:StartAssociationsOnce", "ssm:CreateMaintenanceWindow",
+    "ssm:RegisterTaskWithMaintenanceWindow", "ssm:UpdateMaintenanceWindowTask",
+    "ssm:RegisterTargetWithMaintenanceWindow", "ssm:UpdateMaintenanceWindowTarget",
+    "ssm:StartAutomationExecution", "ssm:StartChangeRequestExecution",
+    "ssm:CreateDocument", "ssm:UpdateDocument",
+]
+# Each service's name for a resource's tags in the request context: a deny keyed on one
+# misses the services that only fill in another (SSM's documents and hosts, EC2 Instance
+# Connect's hosts).
+RESOURCE_TAG_KEYS = ("aws:ResourceTag", "ssm:resourceTag", "ec2:ResourceTag")
 
 # The most any role of an environment may ever do: what its hosts and its VPC flow logs need,
 # as (resources, actions), "*" where IAM cannot scope the action. The SSM agent's part is
@@ -117,14 +133,13 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
         {"sid": "OwnKeysOnly", "effect": "Deny", "actions": KEY_CHANGES,
          "resources": ["arn:aws:kms:*:*:key/*"],
          "condition": [not_this_environment]},
-        # A grant made directly lets its grantee use the key. A service's grant for the
-        # resource it encrypts stays possible on untagged keys: EC2 makes one on the AWS
-        # managed aws/ebs key (which cannot carry tags) for every encrypted volume it
-        # creates. IfExists: a call that does not say is taken as made directly.
-        {"sid": "OwnKeysOnlyGrants", "effect": "Deny", "actions": ["kms:CreateGrant"],
+        # A grant made directly lets its grantee use the key, its own environment's secrets
+        # included, whatever the key policy says. A service's grant for the resource it
+        # encrypts stays possible: EC2 makes one on the AWS managed aws/ebs key for every
+        # encrypted volume it creates. IfExists: a call that does not say is made directly.
+        {"sid": "NoDirectGrants", "effect": "Deny", "actions": ["kms:CreateGrant"],
          "resources": ["arn:aws:kms:*:*:key/*"],
-         "condition": [not_this_environment,
-                       {"test": "BoolIfExists", "variable": "kms:GrantIsForAWSResource",
+         "condition": [{"test": "BoolIfExists", "variable": "kms:GrantIsForAWSResource",
                         "values": ["false"]}]},
         {"sid": "OtherKeysNeverGranted", "effect": "Deny", "actions": ["kms:CreateGrant"],
          "resources": ["arn:aws:kms:*:*:key/*"],
@@ -152,8 +167,24 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
         IamStatement(sid="OwnBucketSettingsOnly", effect="Deny",
                      actions=BUCKET_SETTINGS_CHANGES,
                      not_resources=[f"arn:aws:s3:::{bucket_stem(project, environment)}*"]),
+        {"sid": "NoStandingCommands", "effect": "Deny", "actions": STANDING_COMMANDS,
+         "resources": ["*"]},
+        # Authorized on the path asked for, not on the parameters it returns (SSM's docs), so
+        # the per-parameter denies would not hold; nothing of the platform reads by path.
+        {"sid": "NoParametersByPath", "effect": "Deny",
+         "actions": ["ssm:GetParametersByPath"], "resources": ["*"]},
     ]
     if others:
+        # Whatever PowerUserAccess allows on a resource of another environment (its security
+        # groups, addresses, load balancer, routes, alarms, topic, hosts): every resource of
+        # an environment stack carries its Environment tag. Untagged resources are the
+        # account's (AMIs, the AWS managed keys) and stay usable.
+        statements += [
+            {"sid": f"OtherEnvironmentsNever{number}", "effect": "Deny", "actions": ["*"],
+             "resources": ["*"],
+             "condition": [{"test": "StringEquals", "variable": f"{key}/Environment",
+                            "values": list(others)}]}
+            for number, key in enumerate(RESOURCE_TAG_KEYS)]
         statements += [
             {"sid": "OtherParametersNever", "effect": "Deny",
              "actions": ["ssm:GetParameter*", "ssm:PutParameter", "ssm:DeleteParameter*",
@@ -163,12 +194,6 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
             {"sid": "OtherStateNever", "effect": "Deny",
              "actions": ["s3:GetObject*", "s3:PutObject*", "s3:DeleteObject*"],
              "resources": [f"{state_bucket_arn}/{other}/*" for other in others]},
-            # Their keys' policies let the account's IAM decide (backups, alerts), and
-            # PowerUserAccess allows kms:*.
-            {"sid": "OtherKeysNeverUsed", "effect": "Deny", "actions": KEY_USE,
-             "resources": ["arn:aws:kms:*:*:key/*"],
-             "condition": [{"test": "StringEquals", "variable": "aws:ResourceTag/Environment",
-                            "values": list(others)}]},
             {"sid": "OtherBucketsObjectsNever", "effect": "Deny", "actions": OBJECT_ACCESS,
              "resources": [f"arn:aws:s3:::{bucket_stem(project, other)}*/*"
                            for other in others]},
@@ -195,7 +220,7 @@ class PermissionsBoundary(Construct):
 
     def __init__(self, scope: Construct, id: str, config: PermissionsBoundaryConfig):
         super().__init__(scope, id)
-        document = DataAwsIamPolicyDocument(self, "document", statement=[
+        allows = [
             *({"sid": f"Ceiling{number}", "actions": list(actions),
                "resources": list(resources)}
               for number, (resources, actions) in enumerate(CEILING)),
@@ -212,10 +237,29 @@ class PermissionsBoundary(Construct):
             {"sid": "OwnMetrics", "actions": ["cloudwatch:PutMetricData"], "resources": ["*"],
              "condition": [{"test": "StringEquals", "variable": "cloudwatch:namespace",
                             "values": [BACKUP_METRIC_NAMESPACE]}]},
-            *config.guardrails,
-        ])
+        ]
+        allowed = [action for statement in allows for action in statement["actions"]]
+        # A deny of actions the ceiling never allows changes nothing in a boundary, and IAM
+        # caps a managed policy at 6,144 characters: only the guardrails that take back part
+        # of the ceiling go in.
+        document = DataAwsIamPolicyDocument(self, "document", statement=[
+            *allows, *(g for g in config.guardrails if _denies_any(g, allowed))])
         policy = IamPolicy(self, "policy",
                            name=boundary_name(config.project, config.environment),
                            description=f"Ceiling of the roles {config.environment}'s "
                                        f"deploy role creates", policy=document.json)
         self.arn = policy.arn
+
+
+def _denies_any(statement: Union[dict, IamStatement], actions: list[str]) -> bool:
+    """Whether ``statement`` may deny one of ``actions`` (wildcards on either side); a
+    NotAction statement is taken to."""
+    if isinstance(statement, dict):
+        denied = statement.get("actions") or []
+    elif not statement.actions:
+        return True
+    else:
+        denied = statement.actions
+    return any(fnmatchcase(action.lower(), pattern.lower()) or
+               fnmatchcase(pattern.lower(), action.lower())
+               for action in actions for pattern in denied)

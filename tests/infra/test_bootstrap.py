@@ -87,19 +87,17 @@ def test_deploy_role_cannot_manage_the_github_roles(bootstrap):
     assert not any(name.startswith("webapp-") for name in roles)
 
 
-def test_plan_role_reads_descriptions_and_writes_only_its_lock(bootstrap):
-    """Who reads what is evaluated in test_least_privilege.py; here, the shape."""
+def test_plan_role_reads_descriptions_and_writes_nothing(bootstrap):
+    """Who reads what is evaluated in test_least_privilege.py; here, the shape. Not even the
+    state lock: a pull request could hold it against every deploy."""
     attachments = {a["role"]: a["policy_arn"] for a in
                    resources(bootstrap, "aws_iam_role_policy_attachment").values()}
     assert not any("plan" in role for role in attachments)  # no ReadOnlyAccess
     plan = policy_document(bootstrap, "github_production-plan-permissions")
     actions = {a for s in plan["statement"] for a in s["actions"]}
     assert not {a for a in actions if a.split(":")[1].startswith(
-        ("Put", "Delete", "Create", "Update"))} - {"s3:PutObject", "s3:DeleteObject"}
+        ("Put", "Delete", "Create", "Update", "Tag", "Untag"))}
     assert not any(a.startswith(("ssm:", "secretsmanager:", "dynamodb:")) for a in actions)
-    writes = next(s for s in plan["statement"] if s.get("sid") == "StateLock")
-    bucket = next(iter(resources(bootstrap, "aws_s3_bucket")))
-    assert writes["resources"] == [f"${{aws_s3_bucket.{bucket}.arn}}/production/*.tflock"]
 
 
 def test_outputs_name_the_role_arns_for_the_workflows(bootstrap):
@@ -236,14 +234,20 @@ def test_the_app_image_repository_is_immutable_scanned_encrypted_and_expires_old
 def test_each_deploy_role_may_push_to_the_app_repository_only(bootstrap, environment):
     (key,) = resources(bootstrap, "aws_ecr_repository")
     document = policy_document(bootstrap, f"github_{environment}-push-app-image-permissions")
-    by_resource = {tuple(s["resources"]): set(s["actions"]) for s in document["statement"]}
+    allows = [s for s in document["statement"] if s.get("effect", "Allow") == "Allow"]
+    by_resource = {tuple(s["resources"]): set(s["actions"]) for s in allows}
     assert by_resource == {
         ("*",): {"ecr:GetAuthorizationToken"},
         (f"${{aws_ecr_repository.{key}.arn}}",): {
             "ecr:BatchCheckLayerAvailability", "ecr:InitiateLayerUpload",
             "ecr:UploadLayerPart", "ecr:CompleteLayerUpload", "ecr:PutImage",
             "ecr:BatchGetImage", "ecr:DescribeImages"}}
-    assert all(s.get("effect", "Allow") == "Allow" for s in document["statement"])
+    # Whatever else the role may do (test_least_privilege.py evaluates it), on the
+    # repository it may only push and read.
+    (only_pushed,) = (s for s in document["statement"] if s.get("sid") == "ImagesOnlyPushed")
+    assert only_pushed["effect"] == "Deny" and "actions" not in only_pushed
+    assert only_pushed["resources"] == [f"${{aws_ecr_repository.{key}.arn}}"]
+    assert {"ecr:PutImage", "ecr:BatchGetImage"} <= set(only_pushed["not_actions"])
     policies = [p for p in resources(bootstrap, "aws_iam_role_policy").values()
                 if p["name"] == "push-app-image-permissions"]
     assert len(policies) == 2

@@ -243,6 +243,10 @@ def test_pipeline_roles_touch_only_their_own_state(stacks, roles):
                 assert decide(principal, Request("s3:GetObject", state)) == (env == target)
                 writes = decide(principal, Request("s3:PutObject", state))
                 assert writes == (env == target and purpose == "deploy")
+                lock = f"{state}.tflock"
+                for action in ("s3:PutObject", "s3:DeleteObject"):
+                    assert decide(principal, Request(action, lock)) == (
+                        env == target and purpose == "deploy"), (env, purpose, action)
 
 
 def test_plan_roles_read_no_data(roles):
@@ -363,7 +367,10 @@ def test_the_deploy_role_launches_hosts_with_the_aws_managed_ebs_key(roles, envi
                           EBS_KEY_POLICY)
 
 
-def test_no_grant_on_another_environments_key(stacks, roles):
+def test_no_direct_grant_on_any_key_and_none_on_another_environments(stacks, roles):
+    """A grant made directly would let its grantee decrypt, the deploy role's own
+    environment's secrets included, whatever the key policy names; EC2's grant for the volumes
+    it encrypts stays possible on the role's own keys."""
     for env in ENVIRONMENTS:
         deploy = roles[f"github-webapp-{env}-deploy"]
         for stack in ("bootstrap", *ENVIRONMENTS):
@@ -372,7 +379,8 @@ def test_no_grant_on_another_environments_key(stacks, roles):
                 for context in ({}, {"kms:GrantIsForAWSResource": "false"}, THROUGH_EC2):
                     request = Request("kms:CreateGrant", arn, tagged(environment_tag,
                                                                      **context))
-                    assert decide(deploy, request, policy) == own, (env, arn, context)
+                    assert decide(deploy, request, policy) == (own and context is THROUGH_EC2), \
+                        (env, arn, context)
 
 
 def test_no_role_uses_another_environments_keys(stacks, roles):
@@ -680,3 +688,104 @@ def test_the_plan_role_reads_only_its_own_buckets_settings(stacks, roles, enviro
             for action in ("s3:GetObject", "s3:GetObjectVersion", "s3:PutBucketPolicy"):
                 assert not decide(plan, Request(action, f"{bucket}/backup.info")), action
                 assert not decide(plan, Request(action, bucket)), action
+
+
+# ------------------------------------------------------------ the other environment, whole
+
+def _arn(service: str, resource: str) -> str:
+    return f"arn:aws:{service}:{REGION}:{ACCOUNT}:{resource}"
+
+
+# What PowerUserAccess allows on another environment's resources beyond its hosts, each with
+# the resource it is authorized on and the tag keys its service puts in the request context
+# (AWS's service authorization reference). Each is a way to take over the environment's
+# endpoint, open its network, replace a host or blind its alarms.
+ON_TAGGED_RESOURCES = [
+    ("ec2:AuthorizeSecurityGroupIngress", _arn("ec2", "security-group/sg-0a"), "ec2"),
+    ("ec2:ModifySecurityGroupRules", _arn("ec2", "security-group/sg-0a"), "ec2"),
+    ("ec2:AssociateAddress", _arn("ec2", "elastic-ip/eipalloc-0a"), "ec2"),
+    ("ec2:DisassociateAddress", _arn("ec2", "elastic-ip/eipalloc-0a"), "ec2"),
+    ("ec2:ModifyNetworkInterfaceAttribute", _arn("ec2", "network-interface/eni-0a"), "ec2"),
+    ("ec2:CreateRoute", _arn("ec2", "route-table/rtb-0a"), "ec2"),
+    ("ec2:DeleteRoute", _arn("ec2", "route-table/rtb-0a"), "ec2"),
+    ("ec2:CreateVpcPeeringConnection", _arn("ec2", "vpc/vpc-0a"), "ec2"),
+    ("ec2:DeleteNatGateway", _arn("ec2", "natgateway/nat-0a"), "ec2"),
+    ("ec2:CreateReplaceRootVolumeTask", _arn("ec2", "instance/i-0a"), "ec2"),
+    ("ec2:DisassociateIamInstanceProfile", _arn("ec2", "instance/i-0a"), "ec2"),
+    ("ec2:GetConsoleOutput", _arn("ec2", "instance/i-0a"), "ec2"),
+    ("ec2-instance-connect:SendSSHPublicKey", _arn("ec2", "instance/i-0a"), "ec2-only"),
+    ("elasticloadbalancing:RegisterTargets",
+     _arn("elasticloadbalancing", "targetgroup/web-https/0a"), "aws"),
+    ("elasticloadbalancing:ModifyListener",
+     _arn("elasticloadbalancing", "listener/net/web/0a/0b"), "aws"),
+    ("elasticloadbalancing:DeleteLoadBalancer",
+     _arn("elasticloadbalancing", "loadbalancer/net/web/0a"), "aws"),
+    ("cloudwatch:DeleteAlarms", _arn("cloudwatch", "alarm:backup-age"), "aws"),
+    ("cloudwatch:DisableAlarmActions", _arn("cloudwatch", "alarm:backup-age"), "aws"),
+    ("sns:SetTopicAttributes", _arn("sns", "alerts"), "aws"),
+    ("sns:DeleteTopic", _arn("sns", "alerts"), "aws"),
+    ("logs:DeleteLogGroup", _arn("logs", "log-group:flow-logs"), "aws"),
+    ("ssm:AddTagsToResource", _arn("ssm", "parameter/webapp/x/app/image"), "ssm"),
+]
+TAG_KEYS = {"aws": ("aws:ResourceTag",), "ec2": ("aws:ResourceTag", "ec2:ResourceTag"),
+            "ec2-only": ("ec2:ResourceTag",), "ssm": ("aws:ResourceTag", "ssm:resourceTag")}
+
+
+def on(environment: str, keys: str) -> dict:
+    return {f"{key}/Environment": environment for key in TAG_KEYS[keys]}
+
+
+def test_no_role_touches_any_resource_of_the_other_environment(roles):
+    outcome, intended = {}, {}
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            for action, resource, keys in ON_TAGGED_RESOURCES:
+                outcome[(name, target, action)] = decide(
+                    roles[name], Request(action, resource, on(target, keys)))
+                intended[(name, target, action)] = kind == "deploy" and env == target
+    assert outcome == intended
+
+
+# Authorized on a document, a window or a path rather than on each host or parameter: a
+# tag-keyed deny cannot hold them, so nobody may.
+NEVER = [
+    ("ssm:CreateAssociation", _arn("ssm", "document/AWS-RunShellScript")),
+    ("ssm:UpdateAssociation", _arn("ssm", "association/0a")),
+    ("ssm:StartAssociationsOnce", _arn("ssm", "association/0a")),
+    ("ssm:RegisterTaskWithMaintenanceWindow", _arn("ssm", "maintenancewindow/mw-0a")),
+    ("ssm:StartAutomationExecution", _arn("ssm", "automation-definition/AWS-RunShellScript")),
+    ("ssm:CreateDocument", _arn("ssm", "document/anything")),
+    *(("ssm:GetParametersByPath", _arn("ssm", f"parameter{path}"))
+      for path in ("/", "/webapp", "/webapp/production", "/webapp/staging",
+                   "/webapp/production/db", "/webapp/staging/logs")),
+]
+
+
+def test_nobody_runs_standing_commands_or_reads_parameters_by_path(roles):
+    allowed = {(name, action, resource) for name in roles for action, resource in NEVER
+               if decide(roles[name], Request(action, resource))}
+    assert allowed == set()
+
+
+APP_REPOSITORY = _arn("ecr", "repository/webapp/app")
+IMAGE_REWRITES = ["ecr:PutImageTagMutability", "ecr:BatchDeleteImage", "ecr:SetRepositoryPolicy",
+                  "ecr:DeleteRepositoryPolicy", "ecr:PutLifecyclePolicy", "ecr:DeleteRepository",
+                  "ecr:PutImageScanningConfiguration", "ecr:TagResource",
+                  "ecr:ReplicateImage"]
+
+
+def test_every_deploy_role_pushes_images_and_none_can_rewrite_one(roles):
+    """Every environment runs the images of one repository (tagged Environment=Shared): a
+    staging deploy role that could make a tag mutable, delete an image or share the repository
+    would choose what production runs."""
+    shared = {"aws:ResourceTag/Environment": "Shared"}
+    for env, kind, name in principals(roles):
+        push = decide(roles[name], Request("ecr:PutImage", APP_REPOSITORY, shared))
+        assert push == (kind == "deploy"), name
+        pull = decide(roles[name], Request("ecr:BatchGetImage", APP_REPOSITORY, shared))
+        assert pull == (kind == "deploy" or name.endswith("-app")), name
+        for action in IMAGE_REWRITES:
+            assert not decide(roles[name], Request(action, APP_REPOSITORY, shared)), \
+                (name, action)
+        assert not decide(roles[name], Request("ecr:PutReplicationConfiguration", "*")), name
+        assert not decide(roles[name], Request("ecr:PutRegistryPolicy", "*")), name
