@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 from core.cdk import (Construct, DataAwsIamOpenidConnectProvider, DataAwsIamPolicyDocument,
-                      IamOpenidConnectProvider, IamRole, IamRolePolicy,
+                      IamOpenidConnectProvider, IamPolicy, IamRole, IamRolePolicy,
                       IamRolePolicyAttachment, IamStatement, Postcondition)
 from modules.permissions_boundary import bucket_stem
 
@@ -136,6 +136,18 @@ class GithubOidc(Construct):
                                     policy_arn=POWER_USER_POLICY)
             self._policy(deploy, environment, "deploy",
                          _deploy_statements(config, environment, access))
+            # A managed policy of their own: IAM caps a role's inline policies at 10,240
+            # characters together, and the guardrails grow with every environment. No deploy
+            # role may change any IAM policy.
+            guardrails = IamPolicy(
+                self, f"{environment}-deploy-guardrails",
+                name=f"github-{config.project}-{environment}-deploy-guardrails",
+                description=f"What {environment}'s deploy role may never do",
+                policy=DataAwsIamPolicyDocument(
+                    self, f"{environment}-deploy-guardrails-document",
+                    statement=list(access.guardrails)).json)
+            IamRolePolicyAttachment(self, f"{environment}-deploy-guardrails-attachment",
+                                    role=deploy.name, policy_arn=guardrails.arn)
             if config.image_push_statements:
                 # Its own policy: pushing the app image stays the pipeline's, whatever else
                 # the deploy role may do.
@@ -251,7 +263,6 @@ def _deploy_statements(config: GithubOidcConfig, environment: str,
         # would give it what the hosts read, their secrets included. It needs no other role.
         {"sid": "AssumesNoRole", "effect": "Deny", "actions": ["sts:AssumeRole"],
          "resources": ["*"]},
-        *access.guardrails,
     ]
     if access.secret_parameter_arns:
         # Applying never needs a secret's value; the hosts create and read them.

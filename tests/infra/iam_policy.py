@@ -318,7 +318,8 @@ class Stacks:
             for role in content.get("resource", {}).get("aws_iam_role", {}).values():
                 boundary = None
                 if role.get("permissions_boundary"):
-                    boundary = self.boundary(self.resolve(stack, role["permissions_boundary"]))
+                    boundary = self.customer_policy(
+                        self.resolve(stack, role["permissions_boundary"]))
                 found[role["name"]] = Principal(
                     arn=f"arn:aws:iam::{ACCOUNT}:role/{role['name']}", identity=[],
                     boundary=boundary)
@@ -328,11 +329,13 @@ class Stacks:
                 found[name].identity += self.document(stack, policy["policy"])
             for attachment in resources.get("aws_iam_role_policy_attachment", {}).values():
                 name = self.resolve(stack, attachment["role"]).rsplit("/", 1)[-1]
-                found[name].identity += managed_policy(attachment["policy_arn"])
+                arn = self.resolve(stack, attachment["policy_arn"])
+                found[name].identity += (managed_policy(arn) if arn.startswith(
+                    AWS_MANAGED_PREFIX) else self.customer_policy(arn))
         return found
 
-    def boundary(self, arn: str) -> list[Statement]:
-        """The statements of the customer managed policy ``arn`` (a boundary)."""
+    def customer_policy(self, arn: str) -> list[Statement]:
+        """The statements of the customer managed policy ``arn`` (a boundary, guardrails)."""
         name = arn.rsplit("/", 1)[-1]
         for stack, content in self.stacks.items():
             for policy in content.get("resource", {}).get("aws_iam_policy", {}).values():
