@@ -186,9 +186,8 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
                             "values": list(others)}]}
             for number, key in enumerate(RESOURCE_TAG_KEYS)]
         statements += [
-            {"sid": "OtherParametersNever", "effect": "Deny",
-             "actions": ["ssm:GetParameter*", "ssm:PutParameter", "ssm:DeleteParameter*",
-                         "ssm:LabelParameterVersion"],
+            # By path: the parameters its hosts create carry no tags.
+            {"sid": "OtherParametersNever", "effect": "Deny", "actions": ["ssm:*"],
              "resources": [f"arn:aws:ssm:*:*:parameter/{project}/{other}/*"
                            for other in others]},
             {"sid": "OtherStateNever", "effect": "Deny",

@@ -790,3 +790,14 @@ def test_every_deploy_role_pushes_images_and_none_can_rewrite_one(roles):
                 (name, action)
         assert not decide(roles[name], Request("ecr:PutReplicationConfiguration", "*")), name
         assert not decide(roles[name], Request("ecr:PutRegistryPolicy", "*")), name
+
+
+def test_the_other_environments_untagged_parameters_are_out_of_reach(roles):
+    """The hosts create their secrets: no tags, so the path keeps them."""
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            for action in ("ssm:AddTagsToResource", "ssm:UnlabelParameterVersion",
+                           "ssm:PutParameter", "ssm:DeleteParameter"):
+                reached = decide(roles[name], Request(action, parameter_arn(target, "db/x")))
+                if target != env:
+                    assert not reached, (name, target, action)
