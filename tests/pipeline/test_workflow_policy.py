@@ -321,3 +321,15 @@ def test_every_file_the_workflows_run_exists(workflows):
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+
+
+def test_every_job_that_runs_the_tests_installs_terraform_first(workflows):
+    """Tests drive the real terraform, which a runner image does not promise."""
+    testing = [(name, job_id, job) for name, job_id, job in all_jobs(workflows)
+               if any("make test" in step.get("run", "") for step in steps_of(job))]
+    assert testing
+    for name, job_id, job in testing:
+        steps = steps_of(job)
+        tests_at = next(i for i, s in enumerate(steps) if "make test" in s.get("run", ""))
+        assert any(s.get("uses", "").startswith("hashicorp/setup-terraform@")
+                   for s in steps[:tests_at]), (name, job_id)
