@@ -24,7 +24,7 @@ from provisioning.caddy import ACME_SERVER_NAME, HEALTH_SERVER_NAME, caddy_confi
 from provisioning.cloud_config import FILES_DIR
 from tests.provisioning.conftest import CERTIFICATE_BUCKET, boot_steps, render_host
 from tests.provisioning.postgres_server import free_port
-from tests.tools import venv_tool
+from tests import tools
 
 DOMAIN = "app.example.com"
 
@@ -37,7 +37,7 @@ def settings_with(environment: str, domain: str | None):
 @pytest.mark.parametrize("environment", ["production", "staging"])
 @pytest.mark.parametrize("domain", [None, DOMAIN])
 def test_caddy_2_11_7_accepts_every_load_balancers_config(tmp_path, environment, domain):
-    caddy = venv_tool("caddy")
+    caddy = tools.caddy()
     settings = settings_with(environment, domain)
     for host in settings.host_names("lb"):
         path = tmp_path / f"{host}.json"
@@ -125,7 +125,7 @@ def _get(url: str, host: str) -> tuple[int, str, dict]:
 def test_a_challenge_that_reaches_lb_02_is_answered_by_lb_01(tmp_path):
     """The real Caddy 2.11.7 with LB-02's port-80 server: the challenge goes to the peer with
     its Host header, everything else is redirected to HTTPS, the health path answers 200."""
-    caddy = venv_tool("caddy")
+    caddy = tools.caddy()
     peer = http.server.ThreadingHTTPServer(("127.0.0.3", 0), _Peer)
     threading.Thread(target=peer.serve_forever, daemon=True).start()
     http_port, https_port, health_port = free_port(), free_port(), free_port()

@@ -9,7 +9,8 @@ import pytest
 
 from rollout.lab.balancers import BalancedPair, NewConnectionProbe, TimedLoad, failover
 from rollout.lab.fleet import LocalFleet
-from tests.tools import require_tool, venv_tool
+from tests import tools
+from tests.tools import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -18,7 +19,7 @@ RECOVERY_GOAL_SECONDS = 10
 
 
 def test_a_killed_lb_stops_failing_new_connections_and_a_drained_one_fails_nothing(tmp_path):
-    caddy, haproxy = venv_tool("caddy"), require_tool("haproxy")
+    caddy, haproxy = tools.caddy(), require_tool("haproxy")
     with LocalFleet(tmp_path / "fleet", 2, caddy=caddy) as fleet, \
             BalancedPair(tmp_path / "balancers", fleet, caddy=caddy, haproxy=haproxy) as pair:
         load = TimedLoad("127.0.0.1", pair.frontend_port, clients=4, rate=10)
