@@ -141,12 +141,22 @@ def test_the_metrics_turn_red_when_archiving_and_backups_fail(cluster):
     values = published(cluster)
     assert values["BackupAgeSeconds"] < 120
     assert values["ArchiveLagSeconds"] < ARCHIVE_LAG_ALARM_SECONDS
+    # The daily check: pgbackrest check (a WAL switch archived to both repositories), then
+    # verify of each repository.
+    daily = cluster.db_backup("check", check=False)
+    assert daily.returncode == 0, daily.stderr
+    assert "check out in every repository" in daily.stderr + daily.stdout
 
-    # NFS-01's repository disappears: the next backup and archive-push fail.
+    # NFS-01's repository disappears: the next backup, archive-push and check fail.
     cluster.repo1.rename(cluster.repo1.with_name("repo1-gone"))
     failed_backup = cluster.db_backup("backup", "diff", check=False)
     assert failed_backup.returncode == 1
     assert "diff backup failed in repo1" in failed_backup.stderr
+    failed_check = cluster.db_backup("check", check=False)
+    assert failed_check.returncode == 1
+    # pgBackRest 2.45's verify finds nothing wrong in a repository path that is gone: check
+    # (which archives a segment to each repository) is what catches it.
+    assert "failed: check" in failed_check.stderr and "repo1" in failed_check.stderr
     cluster.psql("INSERT INTO ticks (inserted_at) VALUES (now())")
     segment = cluster.psql("SELECT pg_walfile_name(pg_switch_wal())")
     deadline = time.monotonic() + 60
