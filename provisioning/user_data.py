@@ -85,7 +85,8 @@ def load_balancer_config(settings: Settings, host_name: str = "LB-01") -> dict:
     """The Caddy configuration of one LB: every APP host, checked through its health agent.
 
     With two LBs, each also answers the NLB's health check itself, and LB-02 forwards ACME
-    HTTP-01 challenges to LB-01, which obtains and renews the certificate they share.
+    HTTP-01 challenges to LB-01, which obtains and renews the certificate they share; both
+    solve HTTP-01 only, the one challenge that reaches LB-01 whichever LB the NLB picks.
     """
     names = settings.host_names("lb")
     if host_name not in names:
@@ -100,7 +101,7 @@ def load_balancer_config(settings: Settings, host_name: str = "LB-01") -> dict:
         health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
         health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN,
         health_listen=[f":{LB_HEALTH_PORT}"] if two else None, health_path=LB_HEALTH_PATH,
-        acme_peer=acme_peer)
+        acme_peer=acme_peer, http_challenge_only=two)
 
 
 def render(settings: Settings, role: str, host_name: str, *,
