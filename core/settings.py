@@ -409,6 +409,12 @@ class Settings(_Section):
             raise ValueError(f"{shown(value)} is not an AWS region{_did_you_mean(value, known)}"
                              f" (regions known to botocore {aws_catalog.botocore_version()}; "
                              "a region opened later needs a newer botocore)")
+        owner = aws_catalog.partition(value)
+        if owner != "aws":
+            # ARNs, service principals and the AMI owner are the commercial partition's.
+            raise ValueError(f"{shown(value)} is in the {owner} partition; only the aws "
+                             "partition is supported: choose a commercial region such as "
+                             "eu-west-1")
         return value
 
     @field_validator("availability_zone")
