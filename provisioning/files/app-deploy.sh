@@ -1,18 +1,23 @@
 #!/bin/bash
 # app-deploy: move this APP host's app container to another image without losing a request.
-#
-#   app-deploy IMAGE        drain (unless drained already), pull, stop the old container
-#                           gracefully, start IMAGE, wait for its health, undrain; on failure
-#                           restore the old image and exit 1 with one line on stderr
-#   app-deploy --rollback   the same, back to the image recorded as previous
-#   app-deploy drain        set the drain switch and wait until the load balancer has
-#                           stopped sending requests (DRAIN_SECONDS after it was set)
-#   app-deploy undrain      clear the drain switch
-#   app-deploy status       one JSON line: {"image", "previous", "drained", "healthy"}
-#
+# Usage is code, not a header comment: user data leaves comment lines out.
 # The rolling update (rollout/contract.py) relies on exactly this behaviour. Settings come
 # from the environment, else from /etc/app/deploy.env, which the host's user data writes.
 set -euo pipefail
+
+usage() {
+    printf '%s\n' \
+        "app-deploy: move this APP host's app container to another image without losing a request." \
+        '' \
+        '  app-deploy IMAGE        drain (unless drained already), pull, stop the old container' \
+        '                          gracefully, start IMAGE, wait for its health, undrain; on failure' \
+        '                          restore the old image and exit 1 with one line on stderr' \
+        '  app-deploy --rollback   the same, back to the image recorded as previous' \
+        '  app-deploy drain        set the drain switch and wait until the load balancer has' \
+        '                          stopped sending requests (DRAIN_SECONDS after it was set)' \
+        '  app-deploy undrain      clear the drain switch' \
+        '  app-deploy status       one JSON line: {"image", "previous", "drained", "healthy"}'
+}
 
 readonly CONFIG_FILE=${APP_DEPLOY_CONFIG:-/etc/app/deploy.env}
 
@@ -280,7 +285,7 @@ main() {
             deploy "$previous"
             ;;
         "" | -h | --help)
-            sed -n '2,12s/^# \{0,1\}//p' "$0"
+            usage
             [[ -n ${1:-} ]] || exit 2
             ;;
         -*) fail "unknown option: $1 (see app-deploy --help)" ;;
