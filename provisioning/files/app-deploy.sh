@@ -44,7 +44,9 @@ load_defaults "$CONFIG_FILE"
 : "${PASSWORD_WAIT_SECONDS:=0}"
 : "${DB_HOST:=}" "${DB_PORT:=5432}" "${DB_NAME:=}" "${DB_USER:=}"
 
-readonly IMAGE_PATTERN='^[a-z0-9][a-z0-9._/:@-]*$'
+# [registry[:port]/]path[:tag][@digest]: the path is lower case, the registry and tag need
+# not be (Docker's grammar; deploy.yml and the rolling update accept the same tags).
+readonly IMAGE_PATTERN='^([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$'
 readonly SECONDS_PATTERN='^[0-9]+(\.[0-9]+)?$'
 ENV_FILE=""
 
