@@ -248,6 +248,16 @@ class InstanceTypes(_Section):
     nfs: InstanceType = "t3.micro"
     log: InstanceType = "t3.medium"
 
+    @field_validator("app")
+    @classmethod
+    def _check_app_architecture(cls, value: str) -> str:
+        # deploy.yml builds the app image for linux/amd64 only: a Graviton host could not
+        # run it.
+        if aws_catalog.instance_architecture(value) != "x86_64":
+            raise ValueError(f"{shown(value)} is an arm64 (Graviton) type, and the app image "
+                             "is built for amd64 only: choose an x86_64 type such as t3.micro")
+        return value
+
 
 def _image(value: str) -> str:
     reference = _IMAGE_REFERENCE.fullmatch(value)

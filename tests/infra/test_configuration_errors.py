@@ -118,6 +118,9 @@ CORPUS = [
     pytest.param(change({"instance_types.log": "t3.medium "}), [
         "instance_types.log: 't3.medium ' is not an EC2 instance type"],
         id="instance-type-space"),
+    pytest.param(change({"instance_types.app": "t4g.micro"}), [
+        "instance_types.app: 't4g.micro' is an arm64 (Graviton) type, and the app image is "
+        "built for amd64 only: choose an x86_64 type such as t3.micro"], id="app-graviton"),
     pytest.param(change({"instance_types.nfs": "mac2.metal"}), [
         "instance_types.nfs: 'mac2.metal' is a macOS instance"], id="instance-type-mac"),
     pytest.param(change({"instance_types.app": 5}), [
@@ -605,7 +608,7 @@ def write_staging(config_dir: Path, changes: dict) -> None:
 
 
 @pytest.mark.parametrize("changes", [
-    {"instance_types.app": "t4g.micro", "instance_types.db": "m7g.large"},
+    {"instance_types.lb": "t4g.micro", "instance_types.db": "m7g.large"},
     {"region": "mx-central-1", "availability_zone": "mx-central-1a"},
     {"region": "us-east-1", "availability_zone": "us-east-1f"},
     {"region": "ca-west-1", "availability_zone": "ca-west-1b"},
