@@ -17,6 +17,7 @@ PYTHON_SCRIPTS = sorted(FILES_DIR.glob("*.py"))
 def test_the_scripts_are_all_there():
     assert {p.name for p in SHELL_SCRIPTS} == {
         "app-deploy.sh", "app-first-boot.sh", "boot-step.sh", "db-backup.sh", "db-setup.sh",
+        "filebeat-ca-refresh.sh",
         "install-packages.sh",
         "log-stack.sh", "nfs-volume.sh", "pull-images.sh"}
 
