@@ -218,6 +218,16 @@ def staying(hosts, leaving: frozenset[str] | None, log: StepLog):
     return tuple(h for h in hosts if h.instance_id not in leaving)
 
 
+def awaited(fleet, leaving: frozenset[str] | None) -> tuple[tuple[str, str], ...]:
+    """(name, instance ID) of the hosts whose first boot must be done before the run.
+
+    Taking hosts out before an apply needs only the load balancers: a host whose boot failed
+    must not keep the apply that removes or replaces it from running."""
+    if leaving:
+        return tuple((lb.name, lb.instance_id) for lb in fleet.lbs)
+    return tuple(fleet.every_host)
+
+
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
          environ: dict | None = None, configured: Callable[[str], dict] | None = None) -> int:
     """Run the command; ``configured(environment)`` gives AWS mode's defaults (``region``,
@@ -351,7 +361,8 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog):
     if not args.dry_run:
         try:
             ReadinessWait(ssm, runner, log, timeout=args.ready_timeout).wait(
-                [Instance(name, instance_id) for name, instance_id in fleet.every_host], admins)
+                [Instance(name, instance_id)
+                 for name, instance_id in awaited(fleet, args.leaving)], admins)
         except NotReady as exc:
             raise RolloutRefused(f"{exc}; no host was touched") from exc
     # A lease outlives one batch at its slowest; the holder renews it before every batch.

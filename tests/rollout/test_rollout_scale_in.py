@@ -98,3 +98,12 @@ def test_the_script_the_workflow_runs_reaches_the_same_command(tmp_path):
         cwd=REPO, env={"PATH": "/usr/bin:/bin", "AWS_REGION": "eu-west-1"})
     assert result.returncode == 0, result.stderr
     assert "the plan destroys no app host: nothing to take out" in result.stdout
+
+
+def test_taking_hosts_out_waits_for_the_load_balancers_only():
+    from rollout.aws import Fleet, LoadBalancerHost
+    lbs = (LoadBalancerHost("i-lb1", "production-LB-01", "10.0.1.10"),)
+    fleet = Fleet(lbs=lbs, app_hosts=(), every_host=(
+        ("production-APP-3", "i-3"), ("production-DB-01", "i-db"), ("production-LB-01", "i-lb1")))
+    assert cli.awaited(fleet, frozenset({"i-3"})) == (("production-LB-01", "i-lb1"),)
+    assert cli.awaited(fleet, None) == fleet.every_host
