@@ -65,18 +65,37 @@ def _objects_named(key: str, text: str):
 
 
 @functools.cache
-def regions() -> frozenset[str]:
-    """Every region of every partition (aws, aws-cn, aws-us-gov, ...) in the endpoint data.
+def region_partitions() -> dict[str, str]:
+    """Region -> its partition (``aws``, ``aws-cn``, ``aws-us-gov``, ...), for every region
+    in the endpoint data.
 
     ``endpoints.json`` rather than ``partitions.json``: the latter lags (botocore 1.35.99
     lists mx-central-1 in the first only). ``Session.get_available_regions("ec2")`` reads the
     same file but answers for the ``aws`` partition alone.
     """
     text = (_data_dir() / "endpoints.json").read_text(encoding="utf-8")
-    # A partition's regions map each name to its description; nothing else in the file does.
-    return frozenset(name for regions in _objects_named("regions", text)
-                     for name, region in regions.items()
-                     if isinstance(region, dict) and "description" in region)
+    # Each partition object names itself before its region map.
+    names = [(m.start(), m[1]) for m in re.finditer(r'"partition"\s*:\s*"([^"]+)"', text)]
+    decoder = json.JSONDecoder()
+    found: dict[str, str] = {}
+    for match in re.finditer(r'"regions"\s*:\s*(?=\{)', text):
+        owner = [name for start, name in names if start < match.start()]
+        regions = decoder.raw_decode(text, match.end())[0]
+        # A partition's regions map each name to its description; nothing else does.
+        for name, region in regions.items():
+            if owner and isinstance(region, dict) and "description" in region:
+                found[name] = owner[-1]
+    return found
+
+
+def regions() -> frozenset[str]:
+    """Every region of every partition in the endpoint data."""
+    return frozenset(region_partitions())
+
+
+def partition(region: str) -> str | None:
+    """The partition of ``region`` (``aws`` for the commercial regions), None if unknown."""
+    return region_partitions().get(region)
 
 
 def instance_architecture(instance_type: str) -> str:

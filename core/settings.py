@@ -248,6 +248,16 @@ class InstanceTypes(_Section):
     nfs: InstanceType = "t3.micro"
     log: InstanceType = "t3.medium"
 
+    @field_validator("app")
+    @classmethod
+    def _check_app_architecture(cls, value: str) -> str:
+        # deploy.yml builds the app image for linux/amd64 only: a Graviton host could not
+        # run it.
+        if aws_catalog.instance_architecture(value) != "x86_64":
+            raise ValueError(f"{shown(value)} is an arm64 (Graviton) type, and the app image "
+                             "is built for amd64 only: choose an x86_64 type such as t3.micro")
+        return value
+
 
 def _image(value: str) -> str:
     reference = _IMAGE_REFERENCE.fullmatch(value)
@@ -409,6 +419,12 @@ class Settings(_Section):
             raise ValueError(f"{shown(value)} is not an AWS region{_did_you_mean(value, known)}"
                              f" (regions known to botocore {aws_catalog.botocore_version()}; "
                              "a region opened later needs a newer botocore)")
+        owner = aws_catalog.partition(value)
+        if owner != "aws":
+            # ARNs, service principals and the AMI owner are the commercial partition's.
+            raise ValueError(f"{shown(value)} is in the {owner} partition; only the aws "
+                             "partition is supported: choose a commercial region such as "
+                             "eu-west-1")
         return value
 
     @field_validator("availability_zone")

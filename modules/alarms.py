@@ -43,8 +43,9 @@ def publisher_statements(namespace: str) -> list[dict]:
 class Alarms(Construct):
     """SNS topic (encrypted with a key CloudWatch may use) + e-mail subscription + alarms.
 
-    The backup alarms count missing data as breaching: DB-01 publishes every minute, so
-    silence means DB-01, PostgreSQL or a repository cannot be read, which is as bad as late.
+    The backup alarms count missing data as breaching: DB-01 publishes about every minute
+    (judged over five-minute periods, which a late report never leaves empty), so silence
+    means DB-01, PostgreSQL or a repository cannot be read, which is as bad as late.
     The status-check alarm runs EC2's ``recover``: the instance moves to healthy hardware
     with the same ID, addresses, volumes and metadata. EC2 supports it on EBS-only types
     (t3, t3a, t4g, m5, c5, r5... and their Graviton and AMD peers), not on types with
@@ -86,7 +87,11 @@ class Alarms(Construct):
             alarm_description="DB-01: a WAL segment has waited more than "
                               f"{config.archive_lag_seconds} s to be archived, or no report",
             namespace=config.namespace, metric_name="ArchiveLagSeconds",
-            dimensions=dimensions, statistic="Maximum", period=60, evaluation_periods=1,
+            # Five-minute periods: the publisher's timer drifts to 60-65 s, so a one-minute
+            # period is sometimes empty, and an empty period counts as breaching. A
+            # five-minute period always holds four or more reports while DB-01 publishes,
+            # and its Maximum still shows a lag above the threshold within that period.
+            dimensions=dimensions, statistic="Maximum", period=300, evaluation_periods=1,
             comparison_operator="GreaterThanThreshold", threshold=config.archive_lag_seconds,
             treat_missing_data="breaching", alarm_actions=notify, ok_actions=notify)
         recover = f"arn:aws:automate:{config.region}:ec2:recover"

@@ -76,6 +76,7 @@ def caddy_config(
     acme_peer: str | None = None,
     http_listen: Sequence[str] | None = None,
     peer_renewal_window_ratio: float = 0.1,
+    http_challenge_only: bool = False,
 ) -> dict:
     """Build the Caddy JSON config for LB-01.
 
@@ -107,6 +108,9 @@ def caddy_config(
             (``peer_renewal_window_ratio``), by which time the peer's renewal has reached it
             through the shared storage. Caddy answers a challenge it started itself first.
         http_listen: override port 80's listen addresses with ``acme_peer`` (tests).
+        http_challenge_only: solve ACME challenges over HTTP-01 only (domain mode). Two LBs
+            behind the NLB need it on both: a TLS-ALPN-01 validation on port 443 may reach
+            the LB that did not start the challenge, and LB-02 forwards only port 80's.
 
     Returns:
         A JSON-serialisable dict, ready for ``json.dump``.
@@ -225,8 +229,13 @@ def caddy_config(
             ],
         }
     policy: dict = {"subjects": [domain]}
-    if domain and acme_email:
-        policy["issuers"] = [{"module": "acme", "email": acme_email}]
+    if domain and (acme_email or http_challenge_only):
+        issuer: dict = {"module": "acme"}
+        if acme_email:
+            issuer["email"] = acme_email
+        if http_challenge_only:
+            issuer["challenges"] = {"tls-alpn": {"disabled": True}}
+        policy["issuers"] = [issuer]
     if domain and acme_peer is not None:
         policy["renewal_window_ratio"] = peer_renewal_window_ratio
     if len(policy) > 1:

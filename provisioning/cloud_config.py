@@ -11,7 +11,8 @@ and ends in "success" whatever failed before its last line. Each step is a file 
 cloud-init's per-instance scripts folder, run once and in order, that runs its command
 through ``boot-step`` as the systemd unit ``boot-NAME.service``: a failure leaves that unit
 failed, stops the steps after it, and makes ``cloud-init status --long`` report the step's
-file by name.
+file by name. The last script, ``boot-step --complete``, marks the boot complete once every
+step is done, also when an operator resumed a failed boot (cloud-init's status cannot say so).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ SHELL_LIBRARY_PATH = "/usr/local/lib/platform/load-defaults.sh"
 # cloud-init runs these once per instance, in name order, and names those that fail.
 BOOT_STEPS_DIR = "/var/lib/cloud/scripts/per-instance"
 BOOT_STEP_PATH = "/usr/local/sbin/boot-step"
+# The last per-instance script: ``boot-step --complete`` marks the boot complete.
+BOOT_COMPLETE = "boot-complete"
 _STEP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 
 
@@ -155,18 +158,22 @@ class CloudConfig:
     def step(self, name: str, command: list, attempts: int = 1,
              retry_seconds: int = 30) -> None:
         """Run ``command`` at first boot, after the steps added before it."""
-        if not _STEP_NAME.match(name) or any(s.name == name for s in self.steps):
+        if (not _STEP_NAME.match(name) or name == BOOT_COMPLETE
+                or any(s.name == name for s in self.steps)):
             raise ValueError(f"boot step name {name!r} is not a unique short name")
         self.steps.append(BootStep(name, list(command), attempts, retry_seconds))
 
     def render(self) -> str:
-        if len(self.steps) > 99:
-            raise ValueError("more than 99 boot steps")
+        if len(self.steps) > 98:
+            raise ValueError("more than 98 boot steps")
         runner = {"path": BOOT_STEP_PATH, "owner": "root:root", "permissions": "0755",
                   "content": host_text("boot-step.sh")}
         steps = [{"path": f"{BOOT_STEPS_DIR}/{number:02d}-{step.name}", "owner": "root:root",
                   "permissions": "0755", "content": step.script()}
                  for number, step in enumerate(self.steps, start=1)]
+        steps.append({"path": f"{BOOT_STEPS_DIR}/{len(self.steps) + 1:02d}-{BOOT_COMPLETE}",
+                      "owner": "root:root", "permissions": "0755",
+                      "content": "#!/bin/sh\nexec boot-step --complete\n"})
         document = {
             "hostname": self.hostname,
             "timezone": "Etc/UTC",

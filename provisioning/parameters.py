@@ -72,6 +72,13 @@ def log_ca_certificate(settings: Settings) -> str:
     return f"{prefix(settings)}/log-ca/certificate"
 
 
+def lb_maintenance(settings: Settings) -> str:
+    """The load balancers out of the NLB for maintenance (a String, one ``HOST SINCE`` line
+    each): written by ``scripts/lb_maintenance.py``, read by the deploy and drift workflows.
+    No host reads it, so it is not in the catalog."""
+    return f"{prefix(settings)}/lb/maintenance"
+
+
 def catalog(settings: Settings) -> tuple[Parameter, ...]:
     """Every parameter of the environment with its writer and readers."""
     return (

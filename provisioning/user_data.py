@@ -38,6 +38,8 @@ CADDY_ADMIN = "localhost:2019"
 CADDY_DATA = "/var/lib/caddy"
 CERTIFICATE_PREFIX = "caddy/"
 CERTIFICATE_SYNC_MINUTES = 5
+# How often an APP host compares LOG-01's CA in SSM with the one Filebeat started with.
+FILEBEAT_CA_CHECK_MINUTES = 5
 # A new LB-02 waits this long for LB-01's first certificate before starting without it.
 FIRST_CERTIFICATE_WAIT_SECONDS = 1800
 
@@ -85,7 +87,8 @@ def load_balancer_config(settings: Settings, host_name: str = "LB-01") -> dict:
     """The Caddy configuration of one LB: every APP host, checked through its health agent.
 
     With two LBs, each also answers the NLB's health check itself, and LB-02 forwards ACME
-    HTTP-01 challenges to LB-01, which obtains and renews the certificate they share.
+    HTTP-01 challenges to LB-01, which obtains and renews the certificate they share; both
+    solve HTTP-01 only, the one challenge that reaches LB-01 whichever LB the NLB picks.
     """
     names = settings.host_names("lb")
     if host_name not in names:
@@ -100,7 +103,7 @@ def load_balancer_config(settings: Settings, host_name: str = "LB-01") -> dict:
         health_timeout=f"{HEALTH_TIMEOUT_SECONDS}s", health_passes=HEALTH_PASSES,
         health_fails=HEALTH_FAILS, admin_listen=CADDY_ADMIN,
         health_listen=[f":{LB_HEALTH_PORT}"] if two else None, health_path=LB_HEALTH_PATH,
-        acme_peer=acme_peer)
+        acme_peer=acme_peer, http_challenge_only=two)
 
 
 def render(settings: Settings, role: str, host_name: str, *,
@@ -225,13 +228,21 @@ def _app_host(settings: Settings, config: CloudConfig, host_name: str) -> None:
         parameter=parameters.filebeat_password(settings),
         ca_parameter=parameters.log_ca_certificate(settings),
         ca_file=logging_stack.FILEBEAT_CA_HOST, container_ca=logging_stack.FILEBEAT_CA))
+    config.add_script(f"{SCRIPTS}/filebeat-ca-refresh", "filebeat-ca-refresh.sh")
+    config.add_file("/etc/systemd/system/filebeat-ca-refresh.service", template_text(
+        "filebeat-ca-refresh.service", region=settings.region,
+        ca_parameter=parameters.log_ca_certificate(settings),
+        ca_file=logging_stack.FILEBEAT_CA_HOST))
+    config.add_file("/etc/systemd/system/filebeat-ca-refresh.timer", template_text(
+        "filebeat-ca-refresh.timer", interval=f"{FILEBEAT_CA_CHECK_MINUTES}min"))
     config.step("install-packages", ["install-packages", "docker.io", "python3-boto3"])
     config.step("create-run-dir", ["systemd-tmpfiles", "--create", "/etc/tmpfiles.d/app.conf"])
     config.step("reload-systemd", ["systemctl", "daemon-reload"])
     config.step("start-health-agent", ["systemctl", "enable", "--now", "health-agent.service"])
     # --no-block: Filebeat waits for LOG-01's password on its own, retrying.
     config.step("start-filebeat",
-                ["systemctl", "enable", "--now", "--no-block", "filebeat.service"])
+                ["systemctl", "enable", "--now", "--no-block", "filebeat.service",
+                 "filebeat-ca-refresh.timer"])
     # The image the last rolling update deployed, else app.image, else none until the
     # rolling update deploys the image the pipeline built. app-deploy waits for DB-01's
     # password itself; another attempt covers a registry or SSM that was briefly away.

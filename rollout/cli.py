@@ -9,6 +9,7 @@ unreachable, another rollout running, a host that cannot be read, AWS not reacha
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
@@ -142,6 +143,10 @@ def build_parser() -> OneLineParser:
                         help="AWS mode: seconds to wait, before the first step, for every host "
                              "to be online in SSM with its first boot done and for Caddy's "
                              "admin API to answer on every LB (default 1500)")
+    parser.add_argument("--leaving-from-plan", metavar="PLAN_JSON",
+                        help="AWS mode, with --sync-only: before `terraform apply`, take the "
+                             "APP hosts this saved plan (`terraform show -json`) destroys out "
+                             "of every load balancer, after their requests in flight")
     parser.add_argument("--break-lock", action="store_true",
                         help="AWS mode: take the rollout lease even if another run holds it "
                              "(only when that run is known to be dead)")
@@ -170,6 +175,11 @@ def parse_args(argv: list[str] | None, environ: dict,
     if args.inventory and args.image_parameter:
         raise UsageError("argument --image-parameter is for AWS mode; drop it, or drop "
                          "--inventory")
+    args.leaving = None
+    if args.leaving_from_plan is not None:
+        if args.inventory or not args.sync_only:
+            raise UsageError("argument --leaving-from-plan: for AWS mode with --sync-only")
+        args.leaving = destroyed_app_hosts(args.leaving_from_plan)
     if not args.inventory:
         defaults = configured(args.environment) if configured else {}
         args.image_parameter = args.image_parameter or defaults.get("image_parameter")
@@ -179,6 +189,43 @@ def parse_args(argv: list[str] | None, environ: dict,
             raise UsageError("argument --region is required in AWS mode (or set AWS_REGION); "
                              "for local hosts give --inventory FILE")
     return args
+
+
+def destroyed_app_hosts(path: str) -> frozenset[str]:
+    """The instance IDs of the APP hosts a saved plan destroys (scale-in, or replaced)."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            plan = json.load(file)
+        changes = plan.get("resource_changes") or []
+        return frozenset(
+            change["change"]["before"]["id"] for change in changes
+            if change.get("type") == "aws_instance"
+            and "delete" in change["change"]["actions"]
+            and ((change["change"].get("before") or {}).get("tags") or {}).get("Role") == "app")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"argument --leaving-from-plan: {path} is not a saved plan as "
+                         f"`terraform show -json` writes it ({type(exc).__name__}: {exc})")
+
+
+def staying(hosts, leaving: frozenset[str] | None, log: StepLog):
+    """The app hosts that stay: those the plan does not destroy."""
+    if not leaving:
+        return tuple(hosts)
+    for host in hosts:
+        if host.instance_id in leaving:
+            log.fleet(f"{host.name} ({host.instance_id}): the plan destroys it; taking it "
+                      "out of the load balancers first")
+    return tuple(h for h in hosts if h.instance_id not in leaving)
+
+
+def awaited(fleet, leaving: frozenset[str] | None) -> tuple[tuple[str, str], ...]:
+    """(name, instance ID) of the hosts whose first boot must be done before the run.
+
+    Taking hosts out before an apply needs only the load balancers: a host whose boot failed
+    must not keep the apply that removes or replaces it from running."""
+    if leaving:
+        return tuple((lb.name, lb.instance_id) for lb in fleet.lbs)
+    return tuple(fleet.every_host)
 
 
 def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
@@ -194,6 +241,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     except ValueError as exc:
         return _error(str(exc), EXIT_USAGE)
 
+    if args.leaving is not None and not args.leaving:
+        print(f"{PROG}: the plan destroys no app host: nothing to take out", file=out)
+        return EXIT_OK
     options = RolloutOptions(
         image=None if args.sync_only else args.image, batch_size=args.batch_size,
         min_healthy=args.min_healthy,
@@ -311,13 +361,15 @@ def _aws_engine(args, options: RolloutOptions, log: StepLog):
     if not args.dry_run:
         try:
             ReadinessWait(ssm, runner, log, timeout=args.ready_timeout).wait(
-                [Instance(name, instance_id) for name, instance_id in fleet.every_host], admins)
+                [Instance(name, instance_id)
+                 for name, instance_id in awaited(fleet, args.leaving)], admins)
         except NotReady as exc:
             raise RolloutRefused(f"{exc}; no host was touched") from exc
     # A lease outlives one batch at its slowest; the holder renews it before every batch.
     ttl = (options.drain_seconds + options.command_timeout + 3 * options.health_timeout
            + 300)
-    engine = RollingUpdate(environment=args.environment, hosts=fleet.app_hosts,
+    engine = RollingUpdate(environment=args.environment,
+                           hosts=staying(fleet.app_hosts, args.leaving, log),
                            host_adapter=SsmHostAdapter(runner),
                            lb=admins,
                            lock=lease_lock(runner, fleet.lb, ttl=ttl, force=args.break_lock),

@@ -5,9 +5,13 @@ registered with SSM yet and may still be running their first boot (packages, Doc
 Before anything else, and bounded by one deadline, this waits until
 
 1. every host of the environment is ``Online`` in SSM (``DescribeInstanceInformation``);
-2. every host's first boot has finished: ``cloud-init status --wait``; a failed boot stops
-   the wait naming the host and the boot step that failed (``boot-step`` records it in
-   ``/var/lib/platform-boot/failed``, the unit ``boot-<step>.service`` stays failed);
+2. every host's first boot has completed: the platform's own boot state, not cloud-init's
+   status, which is fixed for the whole boot and stays ``error`` after an operator fixed a
+   failed step and resumed the boot (docs/hosts.md). ``boot-step --complete``, the boot's
+   last script, writes ``/var/lib/platform-boot/complete`` once every step succeeded; a
+   failed step is recorded in ``/var/lib/platform-boot/failed`` (its unit
+   ``boot-<step>.service`` stays failed) and stops the wait naming the host and the step. A
+   host booted before the marker existed counts as booted when cloud-init says ``done``;
 3. Caddy's admin API answers on every load balancer.
 
 Each host gets a progress line when its state changes, so a slow first boot is visible.
@@ -24,14 +28,25 @@ from .caddy_admin import CaddyAdmin, LoadBalancerError
 from .hosts import in_parallel
 from .report import StepLog
 
-BOOT_STATE_FAILED = "/var/lib/platform-boot/failed"
+BOOT_STATE_DIR = "/var/lib/platform-boot"
+# What the boot script prints first: complete, failed STEP, or cloud-init's status.
+BOOTED = ("complete", "done")
 
 
-def boot_script(failed_file: str = BOOT_STATE_FAILED) -> str:
-    """One line, whatever happened: ``boot <cloud-init status> [<failed step>]``."""
-    return ("status=$(cloud-init status --wait 2>/dev/null | sed -n 's/^status: //p'); "
-            f"step=$(cat {failed_file} 2>/dev/null || true); "
-            "printf 'boot %s %s\\n' \"${status:-unknown}\" \"$step\"")
+def boot_script(state_dir: str = BOOT_STATE_DIR, poll_seconds: int = 5) -> str:
+    """One line, whatever happened: ``boot complete``, ``boot failed STEP``, or ``boot
+    STATUS`` (cloud-init's) when neither marker exists once cloud-init has finished.
+
+    It waits while cloud-init runs and neither marker exists (the runner's timeout bounds
+    it)."""
+    return (f"d={state_dir}; s=; "
+            "while [ ! -e \"$d/complete\" ] && [ ! -e \"$d/failed\" ]; do "
+            "s=$(cloud-init status 2>/dev/null | sed -n 's/^status: //p'); "
+            "case $s in running|'not started') ;; *) break ;; esac; "
+            f"sleep {poll_seconds}; done; "
+            "if [ -e \"$d/failed\" ]; then printf 'boot failed %s\\n' \"$(cat \"$d/failed\")\"; "
+            "elif [ -e \"$d/complete\" ]; then echo 'boot complete'; "
+            "else printf 'boot %s\\n' \"${s:-unknown}\"; fi")
 
 
 class NotReady(RuntimeError):
@@ -112,17 +127,19 @@ class ReadinessWait:
             remaining = max(deadline - self.clock(), 1.0)
             result = self.runner.run(host.instance_id, boot_script(), remaining)
             words = result.stdout.split() if result.ok else []
-            if len(words) >= 2 and words[0] == "boot" and words[1] == "done":
+            if len(words) >= 2 and words[0] == "boot" and words[1] in BOOTED:
                 self._line(host, "first boot done")
                 return None
             if not result.ok:
                 problem = f"{host.name}: cannot read its first boot ({result.reason()})"
-            elif len(words) >= 3:
+            elif len(words) >= 3 and words[1] == "failed":
                 problem = (f"{host.name}: first boot failed at step {words[2]} (systemctl "
                            f"status boot-{words[2]}.service, /var/log/cloud-init-output.log)")
             else:
                 status = words[1] if len(words) >= 2 else "unknown"
-                problem = f"{host.name}: first boot ended as {status!r} (cloud-init status --long)"
+                problem = (f"{host.name}: first boot not complete, cloud-init says {status!r} "
+                           f"and {BOOT_STATE_DIR}/complete is missing (cloud-init status "
+                           "--long; a resumed boot writes it at its end)")
             self._line(host, problem.split(": ", 1)[1])
             return problem
 

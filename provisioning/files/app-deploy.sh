@@ -1,18 +1,23 @@
 #!/bin/bash
 # app-deploy: move this APP host's app container to another image without losing a request.
-#
-#   app-deploy IMAGE        drain (unless drained already), pull, stop the old container
-#                           gracefully, start IMAGE, wait for its health, undrain; on failure
-#                           restore the old image and exit 1 with one line on stderr
-#   app-deploy --rollback   the same, back to the image recorded as previous
-#   app-deploy drain        set the drain switch and wait until the load balancer has
-#                           stopped sending requests (DRAIN_SECONDS after it was set)
-#   app-deploy undrain      clear the drain switch
-#   app-deploy status       one JSON line: {"image", "previous", "drained", "healthy"}
-#
+# Usage is code, not a header comment: user data leaves comment lines out.
 # The rolling update (rollout/contract.py) relies on exactly this behaviour. Settings come
 # from the environment, else from /etc/app/deploy.env, which the host's user data writes.
 set -euo pipefail
+
+usage() {
+    printf '%s\n' \
+        "app-deploy: move this APP host's app container to another image without losing a request." \
+        '' \
+        '  app-deploy IMAGE        drain (unless drained already), pull, stop the old container' \
+        '                          gracefully, start IMAGE, wait for its health, undrain; on failure' \
+        '                          restore the old image and exit 1 with one line on stderr' \
+        '  app-deploy --rollback   the same, back to the image recorded as previous' \
+        '  app-deploy drain        set the drain switch and wait until the load balancer has' \
+        '                          stopped sending requests (DRAIN_SECONDS after it was set)' \
+        '  app-deploy undrain      clear the drain switch' \
+        '  app-deploy status       one JSON line: {"image", "previous", "drained", "healthy"}'
+}
 
 readonly CONFIG_FILE=${APP_DEPLOY_CONFIG:-/etc/app/deploy.env}
 
@@ -39,7 +44,9 @@ load_defaults "$CONFIG_FILE"
 : "${PASSWORD_WAIT_SECONDS:=0}"
 : "${DB_HOST:=}" "${DB_PORT:=5432}" "${DB_NAME:=}" "${DB_USER:=}"
 
-readonly IMAGE_PATTERN='^[a-z0-9][a-z0-9._/:@-]*$'
+# [registry[:port]/]path[:tag][@digest]: the path is lower case, the registry and tag need
+# not be (Docker's grammar; deploy.yml and the rolling update accept the same tags).
+readonly IMAGE_PATTERN='^([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$'
 readonly SECONDS_PATTERN='^[0-9]+(\.[0-9]+)?$'
 ENV_FILE=""
 
@@ -280,7 +287,7 @@ main() {
             deploy "$previous"
             ;;
         "" | -h | --help)
-            sed -n '2,12s/^# \{0,1\}//p' "$0"
+            usage
             [[ -n ${1:-} ]] || exit 2
             ;;
         -*) fail "unknown option: $1 (see app-deploy --help)" ;;

@@ -16,6 +16,12 @@
 #     /var/log/cloud-init-output.log.
 # A step already done is not run again, so after fixing the cause an operator resumes the
 # boot with: sudo rm /var/lib/platform-boot/failed; sudo run-parts /var/lib/cloud/scripts/per-instance
+#
+#   boot-step --complete
+#
+# The boot's last script: records that every step succeeded in BOOT_STATE_DIR/complete
+# (unless one failed). cloud-init's own status is fixed for the whole boot and stays "error"
+# after a resumed boot; the rolling update's readiness check reads this file instead.
 set -euo pipefail
 
 : "${SYSTEMD_RUN:=systemd-run}"
@@ -23,10 +29,22 @@ set -euo pipefail
 : "${JOURNALCTL:=journalctl}"
 : "${BOOT_STATE_DIR:=/var/lib/platform-boot}"
 
-readonly USAGE="usage: boot-step NAME [--attempts N] [--retry-seconds S] -- COMMAND [ARG...]"
+readonly USAGE="usage: boot-step NAME [--attempts N] [--retry-seconds S] -- COMMAND [ARG...] | --complete"
 
 log() { printf 'boot-step: %s\n' "$*"; }
 die() { printf 'boot-step: error: %s\n' "$*" >&2; exit 1; }
+
+if [[ ${1:-} == --complete && $# -eq 1 ]]; then
+    mkdir -p "$BOOT_STATE_DIR"
+    if [[ -f $BOOT_STATE_DIR/failed ]]; then
+        printf 'boot-step: the boot is not complete: boot step %s failed\n' \
+            "$(cat "$BOOT_STATE_DIR/failed")" >&2
+        exit 0
+    fi
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$BOOT_STATE_DIR/complete"
+    log "every boot step is done"
+    exit 0
+fi
 
 name=${1:-}
 [[ $name =~ ^[a-z0-9][a-z0-9-]{0,62}$ ]] || die "$USAGE"

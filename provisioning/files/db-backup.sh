@@ -1,27 +1,33 @@
 #!/bin/bash
 # db-backup: DB-01's backups with pgBackRest, in two repositories: repo1 on NFS-01 (mounted
-# at BACKUP_MOUNT), repo2 in the environment's S3 bucket. WAL is archived continuously by
-# PostgreSQL's archive_command; these commands take, check and restore the backups.
-#
-#   db-backup init                       create the stanza in both repositories (first boot)
-#   db-backup backup full|diff [--repo 1|2]
-#                                        a backup to repo1, then to repo2 (the timers run it)
-#   db-backup check                      pgbackrest check and verify, expire old dumps (daily)
-#   db-backup info                       the backups and WAL of each repository
-#   db-backup restore --latest|--to TIME [--repo 1|2]
-#                                        stop PostgreSQL, restore the cluster to the newest
-#                                        archived WAL or to TIME ("2026-12-01 10:31:07+00"),
-#                                        start it and wait until it accepts writes
-#
-# The daily pg_dump files of earlier versions stay restorable until they age out:
-#   db-backup dumps | dump | dump-restore NAME|PATH|latest
-#
-# A dump is written to a hidden temporary file, checked with pg_restore --list and only then
-# renamed to DB-YYYYMMDDTHHMMSSZ.dump: a file with that name is always complete.
-#
-# Settings come from the environment, else from /etc/db/backup.env (written by user data).
-# With NFS_SOURCE empty, BACKUP_DIR is used without checking that NFS-01 is mounted there.
+# Usage is code, not a header comment: user data leaves comment lines out.
 set -euo pipefail
+
+usage() {
+    printf '%s\n' \
+        "db-backup: DB-01's backups with pgBackRest, in two repositories: repo1 on NFS-01 (mounted" \
+        "at BACKUP_MOUNT), repo2 in the environment's S3 bucket. WAL is archived continuously by" \
+        "PostgreSQL's archive_command; these commands take, check and restore the backups." \
+        '' \
+        '  db-backup init                       create the stanza in both repositories (first boot)' \
+        '  db-backup backup full|diff [--repo 1|2]' \
+        '                                       a backup to repo1, then to repo2 (the timers run it)' \
+        '  db-backup check                      pgbackrest check and verify, expire old dumps (daily)' \
+        '  db-backup info                       the backups and WAL of each repository' \
+        '  db-backup restore --latest|--to TIME [--repo 1|2]' \
+        '                                       stop PostgreSQL, restore the cluster to the newest' \
+        '                                       archived WAL or to TIME ("2026-12-01 10:31:07+00"),' \
+        '                                       start it and wait until it accepts writes' \
+        '' \
+        'The daily pg_dump files of earlier versions stay restorable until they age out:' \
+        '  db-backup dumps | dump | dump-restore NAME|PATH|latest' \
+        '' \
+        'A dump is written to a hidden temporary file, checked with pg_restore --list and only then' \
+        'renamed to DB-YYYYMMDDTHHMMSSZ.dump: a file with that name is always complete.' \
+        '' \
+        'Settings come from the environment, else from /etc/db/backup.env (written by user data).' \
+        'With NFS_SOURCE empty, BACKUP_DIR is used without checking that NFS-01 is mounted there.'
+}
 
 readonly CONFIG_FILE=${DB_BACKUP_CONFIG:-/etc/db/backup.env}
 
@@ -257,7 +263,7 @@ case ${1:-} in
     dumps) dumps ;;
     dump-restore) dump_restore "${2:-}" ;;
     *)
-        sed -n '2,24s/^# \{0,1\}//p' "$0" >&2
+        usage >&2
         exit 2
         ;;
 esac

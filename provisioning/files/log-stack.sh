@@ -1,19 +1,24 @@
 #!/bin/bash
 # log-stack: start Elasticsearch and Kibana on LOG-01 and prepare them for the app's logs.
-#
-#   log-stack up        make the TLS certificates, size the JVMs, fetch or create the
-#                       passwords (SSM), start both containers, then configure
-#                       Elasticsearch: users, the writer role Filebeat uses, the index
-#                       template and the lifecycle policy that deletes old logs; and
-#                       Kibana's data view. Safe to run again.
-#   log-stack certificates
-#                       first run: a CA and Elasticsearch's HTTPS certificate for
-#                       ES_ADDRESS (CERT_DIR); every run: publish the CA certificate to the
-#                       SSM parameter CA_PARAMETER, where Filebeat on the APP hosts reads it
-#   log-stack memory    print the heap sizes this host gets, in MiB
-#
+# Usage is code, not a header comment: user data leaves comment lines out.
 # Settings come from the environment, else from /etc/logging/log-stack.env (user data).
 set -euo pipefail
+
+usage() {
+    printf '%s\n' \
+        "log-stack: start Elasticsearch and Kibana on LOG-01 and prepare them for the app's logs." \
+        '' \
+        '  log-stack up        make the TLS certificates, size the JVMs, fetch or create the' \
+        '                      passwords (SSM), start both containers, then configure' \
+        '                      Elasticsearch: users, the writer role Filebeat uses, the index' \
+        '                      template and the lifecycle policy that deletes old logs; and' \
+        "                      Kibana's data view. Safe to run again." \
+        '  log-stack certificates' \
+        "                      first run: a CA and Elasticsearch's HTTPS certificate for" \
+        '                      ES_ADDRESS (CERT_DIR); every run: publish the CA certificate to the' \
+        '                      SSM parameter CA_PARAMETER, where Filebeat on the APP hosts reads it' \
+        '  log-stack memory    print the heap sizes this host gets, in MiB'
+}
 
 readonly CONFIG_FILE=${LOG_STACK_CONFIG:-/etc/logging/log-stack.env}
 
@@ -178,7 +183,7 @@ case ${1:-} in
     certificates) certificates ;;
     memory) memory ;;
     *)
-        sed -n '2,14s/^# \{0,1\}//p' "$0" >&2
+        usage >&2
         exit 2
         ;;
 esac

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 
 import lb_maintenance
@@ -128,3 +129,127 @@ def test_nothing_to_act_on_is_one_line_and_status_2(aws, capsys, argv, expected)
     assert run(aws, *argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {expected}") and err.count("\n") == 1
+
+
+# --- the maintenance record the deploy and drift workflows read -----------------------------
+
+PARAMETER = "/webapp/production/lb/maintenance"
+
+
+def run_at(session, when, *argv) -> int:
+    return lb_maintenance.main(list(argv), session=session, sleep=lambda _: None,
+                               now=lambda: when)
+
+
+def parameter(session):
+    try:
+        return session.client("ssm").get_parameter(Name=PARAMETER)["Parameter"]
+    except session.client("ssm").exceptions.ParameterNotFound:
+        return None
+
+
+def test_out_records_the_lb_until_in_and_check_refuses_meanwhile(aws, capsys, monkeypatch):
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    build(aws)
+    assert run(aws, "production", "check") == 0
+    assert run_at(aws, "2026-12-02T10:00:00Z", "production", "out", "LB-02") == 0
+    stored = parameter(aws)
+    assert (stored["Type"], stored["Value"]) == ("String", "LB-02 2026-12-02T10:00:00Z")
+    capsys.readouterr()
+
+    assert run(aws, "production", "check") == 3
+    err = capsys.readouterr().err
+    assert err == ("error: refusing to plan and apply: LB-02 of production is out of the NLB "
+                   "for maintenance since 2026-12-02T10:00:00Z; once it is done: python "
+                   "scripts/lb_maintenance.py production in LB-02 (Terraform would register "
+                   "it again)\n")
+
+    monkeypatch.setenv("GITHUB_ACTIONS", "true")
+    assert run(aws, "production", "check") == 3
+    assert capsys.readouterr().out.startswith("::error::refusing to plan and apply: LB-02 ")
+
+    assert run(aws, "production", "in", "LB-02") == 0
+    assert parameter(aws) is None
+    assert run(aws, "production", "check") == 0
+
+
+def test_two_lbs_out_are_recorded_and_put_back_one_by_one(aws, capsys):
+    build(aws)
+    assert run_at(aws, "T1", "production", "out", "LB-01") == 0
+    assert run_at(aws, "T2", "production", "out", "LB-02", "--force") == 0
+    assert parameter(aws)["Value"] == "LB-01 T1\nLB-02 T2"
+    assert run(aws, "production", "in", "LB-01") == 0
+    assert parameter(aws)["Value"] == "LB-02 T2"
+
+
+def test_a_refused_out_records_nothing(aws, capsys):
+    build(aws)
+    assert run(aws, "production", "out", "LB-01") == 0
+    assert run(aws, "production", "in", "LB-01") == 0
+    assert run(aws, "production", "out", "LB-01") == 0
+    before = parameter(aws)["Value"]
+    assert run(aws, "production", "out", "LB-02") == 1
+    assert parameter(aws)["Value"] == before
+
+
+def test_the_drift_check_names_the_lb_out(aws, capsys, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    build(aws)
+    assert run_at(aws, "T1", "production", "out", "LB-02") == 0
+    capsys.readouterr()
+
+    assert run(aws, "production", "check", "--explain-drift") == 0
+    out = capsys.readouterr().out
+    assert out.startswith("::warning::expected drift: LB-02 of production is out of the NLB "
+                          "for maintenance since T1")
+    assert "python scripts/lb_maintenance.py production in LB-02" in summary.read_text()
+
+
+class PlanRoleSession:
+    """The plan role: elbv2 and ec2 reads work, SSM parameters are denied."""
+
+    def __init__(self, session):
+        self.session = session
+        self.stubber = None
+
+    def client(self, name):
+        client = self.session.client(name)
+        if name == "ssm":
+            self.stubber = Stubber(client)
+            self.stubber.add_client_error("get_parameter", "AccessDeniedException",
+                                          "not authorized to perform: ssm:GetParameter")
+            self.stubber.activate()
+        return client
+
+
+def test_the_drift_check_falls_back_to_the_target_groups_without_ssm(aws, capsys):
+    build(aws)
+    assert run(aws, "production", "out", "LB-02") == 0
+    capsys.readouterr()
+
+    assert run(PlanRoleSession(aws), "production", "check", "--explain-drift") == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert line.startswith("::warning::expected drift: LB-02 of production is registered in "
+                           "no target group of the NLB")
+
+
+def test_the_drift_check_of_an_environment_with_one_lb_passes_without_ssm(aws, capsys):
+    build(aws)
+    assert run(PlanRoleSession(aws), "staging", "check", "--explain-drift") == 0
+    assert capsys.readouterr().out == "no load balancer of staging is out for maintenance\n"
+
+
+def test_the_deploy_and_drift_workflows_run_the_check_before_planning():
+    import yaml
+    from pathlib import Path
+
+    workflows = Path(lb_maintenance.__file__).resolve().parents[1] / ".github" / "workflows"
+    for name, command in (("deploy-environment.yml", 'check'),
+                          ("drift.yml", 'check --explain-drift')):
+        (job,) = yaml.safe_load((workflows / name).read_text())["jobs"].values()
+        runs = [step.get("run", "") for step in job["steps"]]
+        (guard,) = [i for i, text in enumerate(runs) if "scripts/lb_maintenance.py" in text]
+        (plan,) = [i for i, text in enumerate(runs) if "terraform" in text and " plan " in text]
+        assert guard < plan
+        assert runs[guard].strip().endswith(f'lb_maintenance.py "$STACK" {command}')

@@ -37,6 +37,16 @@ def test_regions_hold_every_partitions_regions(session):
     assert {"eu-west-1", "cn-north-1", "us-gov-west-1"} <= aws_catalog.regions()
 
 
+def test_each_region_belongs_to_the_partition_botocore_says(session):
+    for partition in session.get_available_partitions():
+        for region in session.get_available_regions("ec2", partition):
+            assert aws_catalog.partition(region) == partition, region
+    assert aws_catalog.partition("eu-west-1") == "aws"
+    assert aws_catalog.partition("cn-north-1") == "aws-cn"
+    assert aws_catalog.partition("us-gov-west-1") == "aws-us-gov"
+    assert aws_catalog.partition("eu-west-9") is None
+
+
 def test_log_retention_periods_are_the_ones_botocore_documents(session):
     days = session.get_service_model("logs").shape_for("Days")
     stated = re.search(r"Possible values are: ([0-9, and]+)\.", days.documentation)[1]

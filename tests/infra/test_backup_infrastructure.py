@@ -193,6 +193,50 @@ def test_backup_alarms_watch_what_db01_publishes_and_mail_the_configured_address
     assert BACKUP_AGE_ALARM_SECONDS == 26 * 3600 and ARCHIVE_LAG_ALARM_SECONDS == 5 * 60
 
 
+def alarm_states(alarm: dict, reports: dict[float, float], until: float) -> list[tuple]:
+    """What CloudWatch decides at the end of each period up to ``until``: (time, ALARM?),
+    from reports {time in seconds: value}, with the alarm's period, statistic Maximum,
+    M of N and missing data as it says."""
+    period, n = alarm["period"], alarm["evaluation_periods"]
+    m = alarm.get("datapoints_to_alarm", n)
+    states = []
+    for end in range(period * n, int(until) + 1, period):
+        breaching = 0
+        for start in range(end - period * n, end, period):
+            values = [v for t, v in reports.items() if start <= t < start + period]
+            if values:
+                breaching += max(values) > alarm["threshold"]
+            else:
+                breaching += alarm["treat_missing_data"] == "breaching"
+        states.append((end, breaching >= m))
+    return states
+
+
+def test_archive_lag_alarm_ignores_a_late_report_but_not_a_lag_or_a_dead_publisher(stack):
+    _, s = stack
+    (alarm,) = [a for a in s.resources["aws_cloudwatch_metric_alarm"].values()
+                if a.get("metric_name") == "ArchiveLagSeconds"]
+    hour = 3 * 3600
+    # The timer fires 60 to 65 s apart (OnUnitActiveSec=1min, AccuracySec=5s), so some
+    # minutes hold no report at all.
+    healthy, t = {}, 0.0
+    while t < hour:
+        healthy[t] = 10.0
+        t += 65.0
+    assert not any(state for _, state in alarm_states(alarm, healthy, hour))
+
+    # Archiving falls behind from minute 60: lag grows by one second a second.
+    behind = {t: (10.0 if t < 3600 else t - 3600) for t in healthy}
+    crossed = 3600 + ARCHIVE_LAG_ALARM_SECONDS
+    first = min(end for end, state in alarm_states(alarm, behind, hour) if state)
+    assert crossed < first <= crossed + 5 * 60
+
+    # The publisher dies at minute 60: an alarm within about 5 minutes of silence.
+    dead = {t: v for t, v in healthy.items() if t < 3600}
+    first = min(end for end, state in alarm_states(alarm, dead, hour) if state)
+    assert first - max(dead) <= 10 * 60
+
+
 def test_cloudwatch_may_use_the_alerts_topic_key_and_the_account_keeps_both_keys(stack):
     _, s = stack
     # The alerts topic's key and the backup bucket's (the parameters' key has its own test).

@@ -118,6 +118,9 @@ CORPUS = [
     pytest.param(change({"instance_types.log": "t3.medium "}), [
         "instance_types.log: 't3.medium ' is not an EC2 instance type"],
         id="instance-type-space"),
+    pytest.param(change({"instance_types.app": "t4g.micro"}), [
+        "instance_types.app: 't4g.micro' is an arm64 (Graviton) type, and the app image is "
+        "built for amd64 only: choose an x86_64 type such as t3.micro"], id="app-graviton"),
     pytest.param(change({"instance_types.nfs": "mac2.metal"}), [
         "instance_types.nfs: 'mac2.metal' is a macOS instance"], id="instance-type-mac"),
     pytest.param(change({"instance_types.app": 5}), [
@@ -131,6 +134,12 @@ CORPUS = [
         id="region-typo"),
     pytest.param(change({"region": "eu-west-9", "availability_zone": "eu-west-9a"}), [
         "region: 'eu-west-9' is not an AWS region"], id="region-unknown"),
+    pytest.param(change({"region": "cn-north-1", "availability_zone": "cn-north-1a"}), [
+        "region: 'cn-north-1' is in the aws-cn partition; only the aws partition is supported: "
+        "choose a commercial region such as eu-west-1"], id="region-china"),
+    pytest.param(change({"region": "us-gov-west-1", "availability_zone": "us-gov-west-1a"}), [
+        "region: 'us-gov-west-1' is in the aws-us-gov partition; only the aws partition is "
+        "supported"], id="region-govcloud"),
     pytest.param(change({"region": "EU-WEST-1"}), [
         "region: 'EU-WEST-1' is not an AWS region: did you mean 'eu-west-1'?"],
         id="region-case"),
@@ -599,10 +608,10 @@ def write_staging(config_dir: Path, changes: dict) -> None:
 
 
 @pytest.mark.parametrize("changes", [
-    {"instance_types.app": "t4g.micro", "instance_types.db": "m7g.large"},
+    {"instance_types.lb": "t4g.micro", "instance_types.db": "m7g.large"},
     {"region": "mx-central-1", "availability_zone": "mx-central-1a"},
     {"region": "us-east-1", "availability_zone": "us-east-1f"},
-    {"region": "cn-north-1", "availability_zone": "cn-north-1b"},
+    {"region": "ca-west-1", "availability_zone": "ca-west-1b"},
     {"app.image": "localhost:5000/team/app_v2:1.0-rc.1"},
     {"app.image": "ghcr.io/org/app@sha256:" + "a" * 64},
     {"app.image": "registry.example.com:8443/a/b/c:latest@sha256:" + "0" * 64},

@@ -70,6 +70,8 @@ def boot_steps(cloud_config: dict) -> list[list[str]]:
     for entry in boot_step_files(cloud_config):
         words = shlex.split(entry["content"].strip().splitlines()[-1])
         assert words[:2] == ["exec", "boot-step"], entry["content"]
+        if words[2:] == ["--complete"]:
+            continue  # the last script: it marks the boot complete and runs nothing
         commands.append(words[words.index("--") + 1:])
     return commands
 

@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from core.settings import ROLES
-from provisioning.cloud_config import BOOT_STEP_PATH, BOOT_STEPS_DIR, CloudConfig
+from provisioning.cloud_config import BOOT_COMPLETE, BOOT_STEP_PATH, BOOT_STEPS_DIR, CloudConfig
+from rollout.readiness import boot_script
 from tests.provisioning.conftest import (boot_step_files, boot_steps, fake_command,
                                          render_host, written_file)
 from tests.tools import require_tool
@@ -81,7 +82,18 @@ class Boot:
 
 
 def step_names(cloud_config: dict) -> list[str]:
-    return [Path(entry["path"]).name.split("-", 1)[1] for entry in boot_step_files(cloud_config)]
+    """The steps, less the last script, which marks the boot complete."""
+    names = [Path(entry["path"]).name.split("-", 1)[1] for entry in boot_step_files(cloud_config)]
+    assert names[-1] == BOOT_COMPLETE
+    return names[:-1]
+
+
+def readiness(boot: "Boot", cloud_init_status: str) -> str:
+    """The rolling update's readiness line for this boot's state, cloud-init saying STATUS."""
+    fake_command(boot.bin, "cloud-init", f"echo 'status: {cloud_init_status}'\n")
+    return subprocess.run(["sh", "-c", boot_script(str(boot.state), poll_seconds=0)],
+                          env=boot.env(), capture_output=True, text=True,
+                          timeout=30).stdout.strip()
 
 
 @pytest.fixture(params=ROLES)
@@ -109,6 +121,8 @@ def test_every_step_runs_in_order_as_a_unit_named_after_it(role_config, tmp_path
     units = [line.split()[1] for line in boot.events() if line.startswith("done ")]
     assert units == [f"boot-{name}.service" for name in names]
     assert (boot.state / "done").read_text().splitlines() == names
+    assert (boot.state / "complete").exists()
+    assert readiness(boot, "done") == "boot complete"
 
 
 @pytest.mark.parametrize("role, failing_program, failing_step", [
@@ -130,13 +144,17 @@ def test_a_failed_step_stops_the_boot_and_cloud_init_names_it(
     script = f"{failing + 1:02d}-{failing_step}"
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        f"Runparts: 1 failures ({script}) in {len(names)} attempted commands")
+        f"Runparts: 1 failures ({script}) in {len(names) + 1} attempted commands")
     # systemd keeps the step's unit failed: `systemctl --failed` names it too.
     assert f"failed boot-{failing_step}.service" in boot.events()
     # Nothing after it ran.
     started = [line.split()[1] for line in boot.events() if line.startswith("start ")]
     assert started == [f"boot-{name}.service" for name in names[:failing + 1]]
     assert (boot.state / "failed").read_text() == f"{failing_step}\n"
+    # The completion script ran last, said why the boot is not complete, and failed nothing.
+    assert not (boot.state / "complete").exists()
+    assert f"the boot is not complete: boot step {failing_step} failed" in result.stderr
+    assert readiness(boot, "error") == f"boot failed {failing_step}"
 
 
 def test_a_failed_step_exits_non_zero_under_sh(production, tmp_path):
@@ -174,6 +192,25 @@ def test_after_a_fix_the_boot_resumes_where_it_stopped(production, tmp_path):
     started = [line.split()[1] for line in boot.events()[before:] if line.startswith("start ")]
     assert started == ["boot-db-setup.service", "boot-backup-stanza.service",
                        "boot-start-backup-timers.service", "boot-first-backup.service"]
+    # cloud-init's status stays "error" for this boot; the rollout counts the host booted.
+    assert readiness(boot, "error") == "boot complete"
+
+
+def test_the_db_01_rebuild_runbook_ends_with_a_host_the_rollout_accepts(production, tmp_path):
+    """docs/hosts.md: backup-stanza fails on purpose; restore, init, then finish the boot."""
+    config = yaml.safe_load(render_host(production, "DB-01"))
+    boot = Boot(tmp_path, config)
+    fake_command(boot.bin, "sleep", "exit 0\n")  # backup-stanza retries a minute apart
+    assert boot.run_by_cloud_init(FAIL_PROGRAM="db-backup").returncode != 0
+    assert (boot.state / "failed").read_text() == "backup-stanza\n"
+    assert readiness(boot, "error") == "boot failed backup-stanza"
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "hosts.md").read_text()
+    assert "sudo rm /var/lib/platform-boot/failed" in runbook
+    assert "sudo run-parts /var/lib/cloud/scripts/per-instance" in runbook
+
+    (boot.state / "failed").unlink()
+    assert boot.run_by_cloud_init().returncode == 0
+    assert readiness(boot, "error") == "boot complete"
 
 
 def run_boot_step(tmp_path: Path, *args: str, fail_times: int = 0):

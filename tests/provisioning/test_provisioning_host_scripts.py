@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from provisioning.cloud_config import FILES_DIR
+from provisioning.cloud_config import FILES_DIR, host_text
 from tests.tools import require_tool
-from tests.provisioning.conftest import fake_command, run_script
+from tests.provisioning.conftest import SCRIPT_ENV, fake_command, run_script
 
 SHELL_SCRIPTS = sorted(FILES_DIR.glob("*.sh"))
 PYTHON_SCRIPTS = sorted(FILES_DIR.glob("*.py"))
@@ -17,6 +17,7 @@ PYTHON_SCRIPTS = sorted(FILES_DIR.glob("*.py"))
 def test_the_scripts_are_all_there():
     assert {p.name for p in SHELL_SCRIPTS} == {
         "app-deploy.sh", "app-first-boot.sh", "boot-step.sh", "db-backup.sh", "db-setup.sh",
+        "filebeat-ca-refresh.sh",
         "install-packages.sh",
         "log-stack.sh", "nfs-volume.sh", "pull-images.sh"}
 
@@ -143,6 +144,31 @@ def test_log_stack_without_a_command_prints_its_usage(clean_env):
 def test_db_backup_without_a_command_prints_its_usage(clean_env):
     result = run_script("db-backup.sh", env=clean_env)
     assert result.returncode == 2 and "db-backup restore --latest|--to TIME" in result.stderr
+
+
+@pytest.mark.parametrize("script, args, status, stream, expected", [
+    ("app-deploy.sh", ["--help"], 0, "stdout",
+     ["app-deploy IMAGE", "app-deploy --rollback", "app-deploy drain", "app-deploy status"]),
+    ("db-backup.sh", ["--help"], 2, "stderr",
+     ["db-backup init", "db-backup restore --latest|--to TIME", "db-backup dumps | dump"]),
+    ("log-stack.sh", [], 2, "stderr",
+     ["log-stack up", "log-stack certificates", "log-stack memory"]),
+])
+def test_usage_survives_the_comment_stripping_of_user_data(tmp_path, clean_env, script, args,
+                                                           status, stream, expected):
+    """The script as user data ships it (comment lines left out), run for its usage."""
+    shipped = tmp_path / script
+    shipped.write_text(host_text(script))
+    assert len(shipped.read_text()) < len((FILES_DIR / script).read_text())
+    env = {**clean_env, **SCRIPT_ENV, "APP_DEPLOY_CONFIG": str(tmp_path / "none"),
+           "DB_BACKUP_CONFIG": str(tmp_path / "none"), "LOG_STACK_CONFIG": str(tmp_path / "none")}
+    result = subprocess.run(["bash", str(shipped), *args], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == status, result.stderr
+    printed = getattr(result, stream)
+    for line in expected:
+        assert line in printed, (line, printed)
+    assert "shellcheck" not in printed
 
 
 def test_the_health_agent_embedded_in_user_data_accepts_the_flags_its_unit_passes():

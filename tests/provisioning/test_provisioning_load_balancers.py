@@ -50,6 +50,32 @@ def test_caddy_2_11_7_accepts_every_load_balancers_config(tmp_path, environment,
         assert "Valid configuration" in result.stdout + result.stderr
 
 
+def test_two_lbs_solve_acme_over_http_01_only_and_caddy_accepts_it(tmp_path):
+    caddy = venv_tool("caddy")
+    for environment, two in (("production", True), ("staging", False)):
+        settings = settings_with(environment, DOMAIN)
+        for host in settings.host_names("lb"):
+            config = user_data.load_balancer_config(settings, host)
+            (policy,) = config["apps"]["tls"]["automation"]["policies"]
+            (issuer,) = policy["issuers"]
+            # TLS-ALPN-01 is validated on 443, which the NLB may send to the LB that did not
+            # start the challenge; LB-02 forwards only port 80's HTTP-01 to LB-01.
+            assert issuer.get("challenges") == (
+                {"tls-alpn": {"disabled": True}} if two else None), (environment, host)
+            path = tmp_path / f"{environment}-{host}.json"
+            path.write_text(json.dumps(config))
+            result = subprocess.run([caddy, "validate", "--config", str(path)],
+                                    capture_output=True, text=True, timeout=60)
+            assert result.returncode == 0, (host, result.stderr[-2000:])
+    # Caddy decodes the issuer strictly: a misspelt key would not pass for a disabled one.
+    (policy,) = config["apps"]["tls"]["automation"]["policies"]
+    policy["issuers"][0]["challenges"] = {"tls_alpn": {"disabled": True}}
+    path.write_text(json.dumps(config))
+    result = subprocess.run([caddy, "validate", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+
+
 def test_one_lb_keeps_the_seeds_config():
     settings = settings_with("staging", DOMAIN)
     (host,) = settings.host_names("lb")

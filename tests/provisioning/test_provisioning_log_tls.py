@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from provisioning import logging_stack
-from tests.provisioning.conftest import fake_command, run_script, written_file
+from tests.provisioning.conftest import boot_steps, fake_command, run_script, written_file
 from tests.tools import require_tool
 
 LOG_01 = "10.0.2.12"
@@ -158,3 +158,86 @@ def test_the_elasticsearch_health_check_passes_the_password_on_stdin(cloud_confi
     assert "pw-4711" not in arguments and "--config -" in arguments
     assert "https://localhost:9200/" in arguments and "--cacert" in arguments
     assert (tmp_path / "curl.stdin").read_text() == 'user = "elastic:pw-4711"\n'
+
+
+# --- a replaced LOG-01's new CA reaches Filebeat ------------------------------------------
+
+def ca_refresh(tmp_path, clean_env, *, active=True, in_ssm="CA-2\n", ssm_fails=False):
+    """The real filebeat-ca-refresh as the APP host's timer runs it (its unit's command
+    line), with stand-ins for systemctl and ssm-parameter; Filebeat started with CA-1."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "calls"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    ca_file = run_dir / "ca.crt"
+    ca_file.write_text("CA-1\n")
+    fake_command(bin_dir, "systemctl", f'echo "systemctl $*" >> {log}\n'
+                 f'[[ $1 != is-active ]] || exit {0 if active else 3}\n')
+    fake_command(bin_dir, "ssm-parameter", f'echo "ssm-parameter $*" >> {log}\n'
+                 + ("exit 1\n" if ssm_fails else
+                    f'[[ $1 == get && $3 == --region && $5 == --output ]]\n'
+                    f'printf %b {in_ssm!r} > "$6"\n'))
+    return ca_file, log, bin_dir
+
+
+def run_ca_refresh(tmp_path, clean_env, cloud_configs, **kwargs):
+    ca_file, log, bin_dir = ca_refresh(tmp_path, clean_env, **kwargs)
+    unit = written_file(cloud_configs["app"],
+                        "/etc/systemd/system/filebeat-ca-refresh.service")["content"]
+    (command,) = [line.split("=", 1)[1].split() for line in unit.splitlines()
+                  if line.startswith("ExecStart=")]
+    assert command[0] == "/usr/local/sbin/filebeat-ca-refresh"
+    assert command[1:3] == [CA_PARAMETER, "eu-west-1"]
+    assert command[3:] == [logging_stack.FILEBEAT_CA_HOST, "filebeat.service"]
+    script = tmp_path / "filebeat-ca-refresh"
+    script.write_text(written_file(cloud_configs["app"],
+                                   "/usr/local/sbin/filebeat-ca-refresh")["content"])
+    env = {**clean_env, "PATH": f"{bin_dir}:{clean_env['PATH']}",
+           "SSM_PARAMETER": str(bin_dir / "ssm-parameter")}
+    result = subprocess.run(["bash", str(script), *command[1:3], str(ca_file), command[4]],
+                            env=env, capture_output=True, text=True, timeout=30)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return result, calls, ca_file
+
+
+def test_a_new_ca_in_ssm_restarts_filebeat(tmp_path, clean_env, cloud_configs):
+    result, calls, ca_file = run_ca_refresh(tmp_path, clean_env, cloud_configs)
+    assert result.returncode == 0, result.stderr
+    assert calls[-1] == "systemctl try-restart filebeat.service"
+    assert f"CA certificate in {CA_PARAMETER} changed: restarting filebeat.service" in (
+        result.stdout)
+    # Filebeat's own start fetches the new CA; nothing is left beside the old one.
+    assert [p.name for p in ca_file.parent.iterdir()] == ["ca.crt"]
+
+
+@pytest.mark.parametrize("case", ["unchanged", "empty", "filebeat-stopped", "ssm-fails"])
+def test_filebeat_is_left_alone_otherwise(tmp_path, clean_env, cloud_configs, case):
+    kwargs = {"unchanged": {"in_ssm": "CA-1\n"}, "empty": {"in_ssm": ""},
+              "filebeat-stopped": {"active": False},
+              "ssm-fails": {"ssm_fails": True}}[case]
+    result, calls, _ = run_ca_refresh(tmp_path, clean_env, cloud_configs, **kwargs)
+    assert not any("restart" in call for call in calls), calls
+    assert result.returncode == (1 if case == "ssm-fails" else 0), result.stderr
+    if case == "filebeat-stopped":
+        assert calls == ["systemctl is-active --quiet filebeat.service"]
+
+
+def test_the_ca_check_runs_every_few_minutes_from_the_first_boot(cloud_configs, tmp_path):
+    config = cloud_configs["app"]
+    timer = written_file(config, "/etc/systemd/system/filebeat-ca-refresh.timer")["content"]
+    assert "OnUnitActiveSec=5min" in timer and "WantedBy=timers.target" in timer
+    steps = [step for step in boot_steps(config) if "filebeat.service" in step]
+    assert steps == [["systemctl", "enable", "--now", "--no-block", "filebeat.service",
+                      "filebeat-ca-refresh.timer"]]
+    analyze = require_tool("systemd-analyze")
+    paths = []
+    for name in ("filebeat-ca-refresh.service", "filebeat-ca-refresh.timer"):
+        path = tmp_path / name
+        path.write_text(written_file(config, f"/etc/systemd/system/{name}")["content"])
+        paths.append(str(path))
+    result = subprocess.run([analyze, "verify", *paths], capture_output=True, text=True)
+    problems = [line for line in result.stderr.splitlines()
+                if "/usr/local/sbin/filebeat-ca-refresh is not executable" not in line
+                and "filebeat.service" not in line]
+    assert problems == [], result.stderr

@@ -64,7 +64,9 @@ ROLE_FILES = {
             "/usr/local/lib/platform/load-defaults.sh",
             "/etc/tmpfiles.d/app.conf", "/etc/app/deploy.env", "/etc/app/app.env",
             "/etc/systemd/system/health-agent.service", "/etc/filebeat/filebeat.yml",
-            "/etc/systemd/system/filebeat.service"},
+            "/etc/systemd/system/filebeat.service", "/usr/local/sbin/filebeat-ca-refresh",
+            "/etc/systemd/system/filebeat-ca-refresh.service",
+            "/etc/systemd/system/filebeat-ca-refresh.timer"},
     "db": {"/usr/local/sbin/install-packages", "/usr/local/sbin/ssm-parameter",
            "/usr/local/sbin/db-setup", "/usr/local/sbin/db-backup", "/etc/db/backup.env",
            "/usr/local/lib/platform/load-defaults.sh",
@@ -354,7 +356,7 @@ def test_systemd_accepts_every_unit(cloud_configs, tmp_path):
                 unit = tmp_path / entry["path"].rsplit("/", 1)[1]
                 unit.write_text(entry["content"])
                 units.append(str(unit))
-    assert len(units) == 2 + 8
+    assert len(units) == 4 + 8
 
     result = subprocess.run([analyze, "verify", *units], capture_output=True, text=True)
 

@@ -91,7 +91,7 @@ def test_waits_for_registration_boot_and_admin_api_with_a_line_per_host():
 def test_a_failed_first_boot_names_the_host_and_its_step():
     ssm = boto3.client("ssm", region_name="eu-west-1")
     runner = BootRunner({HOSTS[0].instance_id: "boot done",
-                         HOSTS[1].instance_id: "boot error start-app"})
+                         HOSTS[1].instance_id: "boot failed start-app"})
     wait, _ = waiter(ssm, runner)
     with Stubber(ssm) as stub:
         stub.add_response("describe_instance_information",
@@ -126,22 +126,69 @@ def test_an_admin_api_that_never_answers_stops_the_wait():
             wait.wait(HOSTS, [CaddyAdmin(Admin(refusals=99), name="production-LB-02")])
 
 
-@pytest.mark.parametrize("status, failed, line", [
-    ("done", None, "boot done "),
-    ("error", "db-setup", "boot error db-setup"),
-    (None, None, "boot unknown "),
-])
-def test_the_boot_script_reports_cloud_init_and_the_failed_step(tmp_path, status, failed, line):
+def fake_cloud_init(tmp_path, statuses, then=None):
+    """cloud-init that answers ``status`` with each of STATUSES in turn (the last one from
+    then on); on its last answer it runs THEN (e.g. the boot completing meanwhile)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
+    calls = tmp_path / "calls"
+    answers = "\n".join(f"  {n}) echo 'status: {st}' ;;" for n, st in enumerate(statuses, 1))
     fake = bin_dir / "cloud-init"
-    fake.write_text("#!/bin/sh\n[ \"$1 $2\" = 'status --wait' ] || exit 9\n"
-                    + (f"echo 'status: {status}'\n" if status else "exit 1\n"))
+    fake.write_text(f"#!/bin/sh\n[ \"$*\" = status ] || exit 9\necho x >> {calls}\n"
+                    f"n=$(wc -l < {calls})\n"
+                    f"[ \"$n\" -ge {len(statuses)} ] && {{ {then or ':'}; }}\n"
+                    f"case $n in\n{answers}\n  *) echo 'status: {statuses[-1]}' ;;\nesac\n")
     fake.chmod(0o755)
-    failed_file = tmp_path / "failed"
-    if failed:
-        failed_file.write_text(failed + "\n")
-    done = subprocess.run(["sh", "-c", boot_script(str(failed_file))], capture_output=True,
-                          text=True, env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"},
-                          timeout=30)
-    assert done.returncode == 0 and done.stdout == line + "\n"
+    return {**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def run_boot_script(tmp_path, env):
+    return subprocess.run(["sh", "-c", boot_script(str(tmp_path / "state"), poll_seconds=0)],
+                          capture_output=True, text=True, env=env, timeout=30)
+
+
+@pytest.mark.parametrize("status, markers, line", [
+    # An operator fixed a failed step and resumed the boot: cloud-init still says error.
+    ("error", {"complete": "2026-12-02T10:00:00Z\n"}, "boot complete"),
+    ("done", {"complete": "2026-12-02T10:00:00Z\n"}, "boot complete"),
+    ("error", {"failed": "db-setup\n"}, "boot failed db-setup"),
+    # A resumed boot still running, or a failure before the boot steps.
+    ("error", {}, "boot error"),
+    # A host booted before the completion marker existed.
+    ("done", {}, "boot done"),
+    (None, {}, "boot unknown"),
+])
+def test_the_boot_script_reads_the_platforms_boot_state(tmp_path, status, markers, line):
+    state = tmp_path / "state"
+    state.mkdir()
+    for name, text in markers.items():
+        (state / name).write_text(text)
+    env = fake_cloud_init(tmp_path, [status or ""])
+    result = run_boot_script(tmp_path, env)
+    assert result.returncode == 0 and result.stdout == line + "\n"
+
+
+def test_the_boot_script_waits_while_the_boot_runs(tmp_path):
+    (tmp_path / "state").mkdir()
+    complete = f"date > {tmp_path / 'state' / 'complete'}"
+    env = fake_cloud_init(tmp_path, ["not started", "running", "running"], then=complete)
+    result = run_boot_script(tmp_path, env)
+    assert result.stdout == "boot complete\n"
+    assert len((tmp_path / "calls").read_text().splitlines()) == 3
+
+
+def test_a_resumed_boot_counts_and_one_not_complete_is_named():
+    ssm = boto3.client("ssm", region_name="eu-west-1")
+    runner = BootRunner({HOSTS[0].instance_id: "boot complete",
+                         HOSTS[1].instance_id: "boot error"})
+    wait, out = waiter(ssm, runner)
+    with Stubber(ssm) as stub:
+        stub.add_response("describe_instance_information",
+                          online(*[h.instance_id for h in HOSTS]))
+        with pytest.raises(NotReady) as failure:
+            wait.wait(HOSTS, [])
+    assert str(failure.value) == (
+        "production-APP-1: first boot not complete, cloud-init says 'error' and "
+        "/var/lib/platform-boot/complete is missing (cloud-init status --long; a resumed "
+        "boot writes it at its end)")
+    assert "production-LB-01 (i-0000000000000000a): first boot done" in out.getvalue()
