@@ -78,11 +78,14 @@ class EnvironmentAccess:
     boundary_arn: the permissions boundary every role the deploy role manages must carry.
     guardrails: deny statements shared with the boundary (``permissions_boundary.py``).
     secret_parameter_arns: the environment's secrets, which neither of its roles may read.
+    plan_parameter_arns: plain parameters the plan role reads (the LBs out for maintenance,
+        which the drift check names).
     """
 
     boundary_arn: str
     guardrails: tuple[Union[dict, IamStatement], ...]
     secret_parameter_arns: tuple[str, ...] = ()
+    plan_parameter_arns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ class GithubOidc(Construct):
         for environment, access in config.environments.items():
             plan = self._role(config, environment, "plan", provider.arn,
                               [f"{repo}:pull_request", f"{repo}:ref:refs/heads/main"])
-            self._policy(plan, environment, "plan", _plan_statements(config, environment))
+            self._policy(plan, environment, "plan",
+                         _plan_statements(config, environment, access))
             deploy = self._role(config, environment, "deploy", provider.arn,
                                 [f"{repo}:environment:{environment}"])
             # Everything but IAM; the statements below add the IAM it needs and take away
@@ -213,9 +217,10 @@ def _state_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
     ]
 
 
-def _plan_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
+def _plan_statements(config: GithubOidcConfig, environment: str,
+                     access: EnvironmentAccess) -> list[dict]:
     prefix = f"{config.project}-{environment}"
-    return [
+    statements = [
         *({"sid": f"Describe{number}", "actions": actions, "resources": [resource]}
           for number, (resource, actions) in enumerate(PLAN_READS.items())),
         {"sid": "ReadBucketSettings", "actions": BUCKET_READS,
@@ -227,6 +232,10 @@ def _plan_statements(config: GithubOidcConfig, environment: str) -> list[dict]:
         # hold or break the lock an apply takes. Plans run with -lock=false.
         *_state_statements(config, environment),
     ]
+    if access.plan_parameter_arns:
+        statements.append({"sid": "ReadPlainParameters", "actions": ["ssm:GetParameter"],
+                           "resources": list(access.plan_parameter_arns)})
+    return statements
 
 
 def _deploy_statements(config: GithubOidcConfig, environment: str,

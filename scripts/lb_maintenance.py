@@ -213,7 +213,8 @@ def explain_drift(environment: str, parameter: str, ssm, elbv2, ec2) -> int:
     except Exception as error:
         if _code(error) not in ("AccessDenied", "AccessDeniedException"):
             raise
-        # The plan role may not read the parameter; it may describe the target groups.
+        # A plan role from a bootstrap applied before it could read the parameter: it may
+        # describe the target groups.
         try:
             balancer = discover(environment, elbv2, ec2)
         except MaintenanceError:

@@ -50,7 +50,9 @@ class BootstrapStack(TerraformStack):
                 boundary_arn=boundary.arn, guardrails=guardrails,
                 secret_parameter_arns=tuple(
                     f"arn:aws:ssm:*:*:parameter{parameter.name}"
-                    for parameter in parameters.catalog(settings) if parameter.secret))
+                    for parameter in parameters.catalog(settings) if parameter.secret),
+                plan_parameter_arns=(
+                    f"arn:aws:ssm:*:*:parameter{parameters.lb_maintenance(settings)}",))
         github = GithubOidc(self, "github", GithubOidcConfig(
             repository=shared.github_repository, project=shared.project,
             environments=access, state_bucket_arn=bucket.bucket_arn,

@@ -97,7 +97,11 @@ def test_plan_role_reads_descriptions_and_writes_nothing(bootstrap):
     actions = {a for s in plan["statement"] for a in s["actions"]}
     assert not {a for a in actions if a.split(":")[1].startswith(
         ("Put", "Delete", "Create", "Update", "Tag", "Untag"))}
-    assert not any(a.startswith(("ssm:", "secretsmanager:", "dynamodb:")) for a in actions)
+    assert not any(a.startswith(("secretsmanager:", "dynamodb:")) for a in actions)
+    # One plain parameter: the LBs out for maintenance, which the drift check names.
+    (reads,) = (s for s in plan["statement"] if any(a.startswith("ssm:") for a in s["actions"]))
+    assert reads["actions"] == ["ssm:GetParameter"]
+    assert reads["resources"] == ["arn:aws:ssm:*:*:parameter/webapp/production/lb/maintenance"]
 
 
 def test_outputs_name_the_role_arns_for_the_workflows(bootstrap):

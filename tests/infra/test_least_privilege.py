@@ -263,6 +263,10 @@ def test_plan_roles_read_no_data(roles):
                 ("logs:GetLogEvents", "*"), ("ec2:GetPasswordData", "*")]:
             assert not decide(plan, Request(action, resource)), (env, action)
         assert decide(plan, Request("ec2:DescribeInstances", "*"))
+        # The one parameter it reads: which LBs are out for maintenance (the drift check).
+        for target in ENVIRONMENTS:
+            assert decide(plan, Request("ssm:GetParameter", parameter_arn(
+                target, "lb/maintenance"))) == (target == env), (env, target)
 
 
 def test_the_evaluator_refuses_a_condition_it_does_not_model():

@@ -51,7 +51,7 @@ def test_caddy_2_11_7_accepts_every_load_balancers_config(tmp_path, environment,
 
 
 def test_two_lbs_solve_acme_over_http_01_only_and_caddy_accepts_it(tmp_path):
-    caddy = venv_tool("caddy")
+    caddy = tools.caddy()
     for environment, two in (("production", True), ("staging", False)):
         settings = settings_with(environment, DOMAIN)
         for host in settings.host_names("lb"):
