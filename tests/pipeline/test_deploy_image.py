@@ -1,6 +1,7 @@
 """deploy.yml's image job, its shell steps run for real with bash: the tag it accepts (the
-same as app-deploy on the hosts, the rolling update and the configuration), and a re-run for a
-commit whose image is already in the immutable repository, which reuses it."""
+same as app-deploy on the hosts, the rolling update and the configuration); each run pushes
+under a tag of its own, so a re-run builds again instead of failing on the immutable tag, and
+an image some other principal pushed under that tag is never rolled out."""
 from __future__ import annotations
 
 import os
@@ -17,6 +18,8 @@ from rollout.cli import _IMAGE
 
 REPOSITORY = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/webapp/app"
 SHA = "3f2c1d0" + "a" * 33
+RUN = {"GITHUB_RUN_ID": "12345678901", "GITHUB_RUN_ATTEMPT": "2"}
+OWN_TAG = f"{SHA}-12345678901-2"
 
 # tag -> a valid Docker tag?
 TAGS = {
@@ -44,7 +47,7 @@ def run_step(tmp_path: Path, name_start: str,
     result = subprocess.run(
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=tmp_path,
         env={"PATH": os.environ["PATH"], "GITHUB_OUTPUT": str(output), "GITHUB_SHA": SHA,
-             **env}, capture_output=True, text=True, timeout=30)
+             **RUN, **env}, capture_output=True, text=True, timeout=30)
     outputs = dict(line.split("=", 1) for line in output.read_text().splitlines())
     return result, outputs
 
@@ -98,31 +101,48 @@ NOT_FOUND = ("An error occurred (ImageNotFoundException) when calling the Descri
              "operation: The image with imageId {imageTag:'x'} does not exist")
 
 
-def reuse_step(tmp_path, env, requested=""):
-    return run_step(tmp_path, "Reuse the image", {
-        **env, "REPOSITORY": "webapp/app", "TAG": SHA, "IMAGE": f"{REPOSITORY}:{SHA}",
+def check_step(tmp_path, env, requested=""):
+    tag = requested or OWN_TAG
+    return run_step(tmp_path, "Check the tag", {
+        **env, "REPOSITORY": "webapp/app", "TAG": tag, "IMAGE": f"{REPOSITORY}:{tag}",
         "REQUESTED_TAG": requested})
 
 
-def test_a_rerun_for_a_pushed_commit_reuses_its_image(tmp_path):
-    env = fake_aws(tmp_path, 0, stdout="sha256:" + "b" * 64)
-    result, outputs = reuse_step(tmp_path, env)
-    assert result.returncode == 0, result.stderr
-    assert outputs == {"build": "false"}
-    assert "already in the repository" in result.stdout and "reusing it" in result.stdout
-    call = (tmp_path / "aws-calls").read_text()
-    assert "ecr describe-images --repository-name webapp/app" in call
-    assert f"--image-ids imageTag={SHA}" in call
+def test_each_run_and_each_attempt_names_its_own_tag(tmp_path):
+    role = {"REPOSITORY": REPOSITORY, "ROLE_ARN": "arn:aws:iam::123456789012:role/x"}
+    result, outputs = run_step(tmp_path, "Name the image", role)
+    assert result.returncode == 0, result.stdout
+    assert outputs["tag"] == OWN_TAG and outputs["image"] == f"{REPOSITORY}:{OWN_TAG}"
+    assert app_deploy_accepts(outputs["image"]) and _IMAGE.match(outputs["image"])
 
 
-def test_a_new_commit_is_built(tmp_path):
-    result, outputs = reuse_step(tmp_path, fake_aws(tmp_path, 254, stderr=NOT_FOUND))
+def test_a_new_tag_is_built_and_pushed(tmp_path):
+    result, outputs = check_step(tmp_path, fake_aws(tmp_path, 254, stderr=NOT_FOUND))
     assert result.returncode == 0, result.stderr
     assert outputs == {"build": "true"}
+    call = (tmp_path / "aws-calls").read_text()
+    assert "ecr describe-images --repository-name webapp/app" in call
+    assert f"--image-ids imageTag={OWN_TAG}" in call
+
+
+def test_an_image_someone_else_pushed_under_this_runs_tag_is_refused(tmp_path):
+    """Any deploy role may push: one that raced the build under its tag must not be rolled
+    out to staging and then production."""
+    env = fake_aws(tmp_path, 0, stdout="sha256:" + "b" * 64)
+    result, outputs = check_step(tmp_path, env)
+    assert result.returncode == 1 and outputs == {}
+    assert result.stdout.startswith("::error::") and "refusing" in result.stdout
+
+
+def test_a_requested_tag_in_the_repository_is_rolled_out_unbuilt(tmp_path):
+    env = fake_aws(tmp_path, 0, stdout="sha256:" + "b" * 64)
+    result, outputs = check_step(tmp_path, env, requested="v1.2.3")
+    assert result.returncode == 0, result.stderr
+    assert outputs == {"build": "false"}
 
 
 def test_a_requested_tag_that_is_not_there_stops_the_run(tmp_path):
-    result, outputs = reuse_step(tmp_path, fake_aws(tmp_path, 254, stderr=NOT_FOUND),
+    result, outputs = check_step(tmp_path, fake_aws(tmp_path, 254, stderr=NOT_FOUND),
                                  requested=SHA)
     assert result.returncode == 1 and outputs == {}
     assert result.stdout.startswith("::error::input image_tag: ")
@@ -130,7 +150,7 @@ def test_a_requested_tag_that_is_not_there_stops_the_run(tmp_path):
 
 def test_any_other_failure_stops_the_run_rather_than_pushing(tmp_path):
     denied = "An error occurred (AccessDeniedException) when calling the DescribeImages"
-    result, outputs = reuse_step(tmp_path, fake_aws(tmp_path, 254, stderr=denied))
+    result, outputs = check_step(tmp_path, fake_aws(tmp_path, 254, stderr=denied))
     assert result.returncode == 1 and outputs == {}
     assert "AccessDeniedException" in result.stderr
 
