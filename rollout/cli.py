@@ -208,8 +208,13 @@ def destroyed_app_hosts(path: str) -> frozenset[str]:
 
 
 def staying(hosts, leaving: frozenset[str] | None, log: StepLog):
-    """The app hosts that stay: those the plan does not destroy."""
+    """The app hosts that stay: those the plan does not destroy. When it destroys or replaces
+    every one, none is taken out first: the load balancers would then have nothing at all."""
     if not leaving:
+        return tuple(hosts)
+    if hosts and all(host.instance_id in leaving for host in hosts):
+        log.fleet(f"the plan destroys or replaces every app host ({len(hosts)}): none is taken "
+                  "out first, the site serves again once the new hosts do")
         return tuple(hosts)
     for host in hosts:
         if host.instance_id in leaving:

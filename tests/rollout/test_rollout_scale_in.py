@@ -51,6 +51,16 @@ def test_the_staying_hosts_leave_the_destroyed_ones_out():
     assert cli.staying(hosts, frozenset(), StepLog(out)) == tuple(hosts)
 
 
+def test_a_plan_that_replaces_every_app_host_takes_none_out_first():
+    """An AZ move, or any replacement of a one-host fleet: the engine refuses an empty fleet,
+    which would block the very apply that brings the new hosts."""
+    hosts = [AppHost(f"APP-{n}", f"10.0.2.{19 + n}:5000", f"http://10.0.2.{19 + n}:5001/health",
+                     (), f"i-{n}") for n in (1, 2)]
+    out = io.StringIO()
+    assert cli.staying(hosts, frozenset({"i-1", "i-2"}), StepLog(out)) == tuple(hosts)
+    assert "destroys or replaces every app host (2): none is taken out first" in out.getvalue()
+
+
 def test_a_plan_that_destroys_no_app_host_touches_nothing(tmp_path, capsys):
     path = plan(tmp_path, change("aws_instance.APP-4_host", "app", ["create"], None))
     status = cli.main(["--environment", "production", "--sync-only",
