@@ -150,9 +150,12 @@ def environment_guardrails(project: str, environment: str, others: tuple[str, ..
         {"sid": "OwnKeyTagsOnly", "effect": "Deny", "actions": KEY_TAG_CHANGES,
          "resources": ["arn:aws:kms:*:*:key/*"],
          "condition": [not_this_environment, has_environment]},
-        # "*": CreateKey's tags are authorized before the key has an ARN.
-        {"sid": "KeysTaggedThisEnvironmentOnly", "effect": "Deny",
-         "actions": ["kms:TagResource"], "resources": ["*"],
+        # Creating or retagging anything as another environment's would make it pass for
+        # that environment's: a host the other environment's rollout would find, a key its
+        # guardrails would let it use. Resource "*": tags on create are authorized before the
+        # resource has an ARN (CreateKey, RunInstances).
+        {"sid": "TaggedThisEnvironmentOnly", "effect": "Deny",
+         "actions": ["*"], "resources": ["*"],
          "condition": [{"test": "StringNotEquals", "variable": "aws:RequestTag/Environment",
                         "values": [environment]},
                        {"test": "Null", "variable": "aws:RequestTag/Environment",

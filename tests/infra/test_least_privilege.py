@@ -805,3 +805,26 @@ def test_the_other_environments_untagged_parameters_are_out_of_reach(roles):
                 reached = decide(roles[name], Request(action, parameter_arn(target, "db/x")))
                 if target != env:
                     assert not reached, (name, target, action)
+
+
+def test_nothing_is_created_or_retagged_as_another_environments(roles):
+    """A staging instance tagged Environment=production would be found by production's
+    rollout; a staging key so tagged would pass production's guardrails."""
+    for env, kind, name in principals(roles):
+        for target in ENVIRONMENTS:
+            for action, resource in (
+                    ("ec2:RunInstances", _arn("ec2", "instance/*")),
+                    ("ec2:CreateTags", _arn("ec2", "instance/i-0a")),
+                    ("ec2:CreateTags", _arn("ec2", "security-group/sg-0a")),
+                    ("elasticloadbalancing:AddTags",
+                     _arn("elasticloadbalancing", "targetgroup/web/0a")),
+                    ("ssm:AddTagsToResource", _arn("ssm", "parameter/webapp/x"))):
+                context = {"aws:RequestTag/Environment": target, "aws:TagKeys": ["Environment"],
+                           **on(env, "ec2" if action.startswith("ec2") else "aws")}
+                if action == "ec2:RunInstances":
+                    context = {k: v for k, v in context.items() if "ResourceTag" not in k}
+                allowed = decide(roles[name], Request(action, resource, context))
+                if target != env:
+                    assert not allowed, (name, target, action)
+                elif kind == "deploy":
+                    assert allowed, (name, target, action)
