@@ -5,11 +5,15 @@ from dataclasses import dataclass
 from typing import Optional
 
 from core.cdk import (CloudwatchLogGroup, Construct, DataAwsIamPolicyDocument,
-                      DefaultSecurityGroup, Eip, FlowLog, IamRole, IamRolePolicy,
-                      InternetGateway, NatGateway, Route, RouteTable, RouteTableAssociation,
-                      Subnet, Vpc)
+                      DefaultNetworkAcl, DefaultNetworkAclEgress, DefaultNetworkAclIngress,
+                      DefaultRouteTable, DefaultSecurityGroup, Eip, FlowLog,
+                      IamRole, IamRolePolicy, InternetGateway, NatGateway, Route, RouteTable,
+                      RouteTableAssociation, Subnet, Vpc)
 
 ANYWHERE = "0.0.0.0/0"
+# The rule AWS puts in a default network ACL, each way; security groups do the filtering.
+_ALLOW_ALL = {"rule_no": 100, "action": "allow", "protocol": "-1", "cidr_block": ANYWHERE,
+              "from_port": 0, "to_port": 0}
 
 
 @dataclass(frozen=True)
@@ -81,6 +85,19 @@ class Network(Construct):
         # Declaring the default group with no rules empties it: nothing can use it by mistake.
         DefaultSecurityGroup(self, "default-security-group", vpc_id=vpc.id, ingress=[],
                              egress=[], tags={"Name": f"{name}-default-closed"})
+        # AWS makes the default network ACL and the main route table without tags, and the
+        # other environment's deploy role is kept out by the Environment tag: adopted here,
+        # with AWS's own content (every subnet uses that ACL), they carry it. An untagged ACL
+        # would take a deny-all entry from any role that may write ACLs.
+        DefaultNetworkAcl(self, "default-network-acl",
+                          default_network_acl_id=vpc.default_network_acl_id,
+                          ingress=[DefaultNetworkAclIngress(**_ALLOW_ALL)],
+                          egress=[DefaultNetworkAclEgress(**_ALLOW_ALL)],
+                          tags={"Name": f"{name}-default"},
+                          lifecycle={"ignore_changes": ["subnet_ids"]})
+        DefaultRouteTable(self, "main-route-table",
+                          default_route_table_id=vpc.default_route_table_id, route=[],
+                          tags={"Name": f"{name}-main-unused"})
         self._flow_logs(name, vpc.id, config.flow_log_retention_days,
                         config.permissions_boundary)
 

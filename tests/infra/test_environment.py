@@ -113,6 +113,23 @@ def test_default_security_group_is_closed_and_flow_logs_are_on(production):
     assert flow_log["traffic_type"] == "ALL"
 
 
+def test_the_vpcs_untagged_defaults_are_adopted_with_awss_content(production):
+    """Adopted so that they carry the Environment tag the other environment's deploy role is
+    kept out by; with the rules AWS gives them, so that no traffic changes."""
+    (acl,) = resources(production, "aws_default_network_acl").values()
+    (vpc,) = resources(production, "aws_vpc")
+    assert acl["default_network_acl_id"] == f"${{aws_vpc.{vpc}.default_network_acl_id}}"
+    for direction in ("ingress", "egress"):
+        assert acl[direction] == [{"rule_no": 100, "action": "allow", "protocol": "-1",
+                                   "cidr_block": "0.0.0.0/0", "from_port": 0, "to_port": 0}]
+    assert acl["lifecycle"] == {"ignore_changes": ["subnet_ids"]}
+    (main,) = resources(production, "aws_default_route_table").values()
+    assert main["default_route_table_id"] == f"${{aws_vpc.{vpc}.default_route_table_id}}"
+    assert main["route"] == []
+    # Every subnet has a route table of its own: the main one carries no traffic.
+    assert len(resources(production, "aws_route_table_association")) == 2
+
+
 @pytest.mark.parametrize("environment, lb_hosts, app_hosts, log_type", [
     ("production", 2, 3, "t3.medium"), ("staging", 1, 2, "t3.small")])
 def test_instance_types_and_counts(stack_json, environment, lb_hosts, app_hosts, log_type):

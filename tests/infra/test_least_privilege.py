@@ -596,6 +596,8 @@ REFRESH_READS = {
     "aws_route_table_association": [(ANY, ["ec2:DescribeRouteTables"])],
     "aws_flow_log": [(ANY, ["ec2:DescribeFlowLogs"])],
     "aws_default_security_group": [(ANY, ["ec2:DescribeSecurityGroups"])],
+    "aws_default_network_acl": [(ANY, ["ec2:DescribeNetworkAcls"])],
+    "aws_default_route_table": [(ANY, ["ec2:DescribeRouteTables"])],
     "aws_security_group": [(ANY, ["ec2:DescribeSecurityGroups"])],
     "aws_vpc_security_group_ingress_rule": [(ANY, ["ec2:DescribeSecurityGroupRules"])],
     "aws_vpc_security_group_egress_rule": [(ANY, ["ec2:DescribeSecurityGroupRules"])],
@@ -715,6 +717,9 @@ ON_TAGGED_RESOURCES = [
     ("ec2:DeleteRoute", _arn("ec2", "route-table/rtb-0a"), "ec2"),
     ("ec2:CreateVpcPeeringConnection", _arn("ec2", "vpc/vpc-0a"), "ec2"),
     ("ec2:DeleteNatGateway", _arn("ec2", "natgateway/nat-0a"), "ec2"),
+    # The VPC's default ACL and main route table: adopted by the stack, so tagged too.
+    ("ec2:CreateNetworkAclEntry", _arn("ec2", "network-acl/acl-0a"), "ec2"),
+    ("ec2:ReplaceRoute", _arn("ec2", "route-table/rtb-0b"), "ec2"),
     ("ec2:CreateReplaceRootVolumeTask", _arn("ec2", "instance/i-0a"), "ec2"),
     ("ec2:DisassociateIamInstanceProfile", _arn("ec2", "instance/i-0a"), "ec2"),
     ("ec2:GetConsoleOutput", _arn("ec2", "instance/i-0a"), "ec2"),
