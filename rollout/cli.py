@@ -27,7 +27,7 @@ PROG = "rolling_update.py"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 _IMAGE = re.compile(
-    r"^(?:[A-Za-z0-9.-]+(?::\d+)?/)?"                      # registry[:port]/
+    r"^(?:[A-Za-z0-9][A-Za-z0-9.-]*(?::\d+)?/)?"           # registry[:port]/
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"                # name
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"          # /more/path
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"     # :tag

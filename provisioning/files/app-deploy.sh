@@ -46,7 +46,7 @@ load_defaults "$CONFIG_FILE"
 
 # [registry[:port]/]path[:tag][@digest]: the path is lower case, the registry and tag need
 # not be (Docker's grammar; deploy.yml and the rolling update accept the same tags).
-readonly IMAGE_PATTERN='^([A-Za-z0-9.-]+(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$'
+readonly IMAGE_PATTERN='^([A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?/)?[a-z0-9][a-z0-9._/-]*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+:[a-f0-9]{32,})?$'
 readonly SECONDS_PATTERN='^[0-9]+(\.[0-9]+)?$'
 ENV_FILE=""
 

@@ -162,3 +162,9 @@ def test_the_build_runs_only_when_the_image_is_missing():
         ("docker/build-push-action@", "docker/setup-buildx-action@"))]
     assert len(gated) == 2
     assert all(s["if"] == "steps.exists.outputs.build == 'true'" for s in gated)
+
+
+@pytest.mark.parametrize("image", ["-v/tmp", "--rm/x", "--privileged/app:v1", "-x"])
+def test_nothing_that_docker_would_read_as_an_option_passes_for_an_image(image):
+    assert not app_deploy_accepts(image)
+    assert not _IMAGE.match(image) and not _IMAGE_REFERENCE.fullmatch(image)
