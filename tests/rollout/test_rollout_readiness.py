@@ -88,17 +88,22 @@ def test_waits_for_registration_boot_and_admin_api_with_a_line_per_host():
     assert all(timeout <= 600 for _, _, timeout in runner.calls)
 
 
-def test_a_failed_first_boot_names_the_host_and_its_step():
+def refused(lb_boot: str, app_boot: str) -> tuple[NotReady, str]:
+    """Both hosts online in SSM, their boot scripts answering these: the refusal, the log."""
     ssm = boto3.client("ssm", region_name="eu-west-1")
-    runner = BootRunner({HOSTS[0].instance_id: "boot done",
-                         HOSTS[1].instance_id: "boot failed start-app"})
-    wait, _ = waiter(ssm, runner)
+    runner = BootRunner({HOSTS[0].instance_id: lb_boot, HOSTS[1].instance_id: app_boot})
+    wait, out = waiter(ssm, runner)
     with Stubber(ssm) as stub:
         stub.add_response("describe_instance_information",
                           online(*[h.instance_id for h in HOSTS]))
         with pytest.raises(NotReady) as failure:
             wait.wait(HOSTS, [])
-    assert str(failure.value) == (
+    return failure.value, out.getvalue()
+
+
+def test_a_failed_first_boot_names_the_host_and_its_step():
+    failure, _ = refused("boot done", "boot failed start-app")
+    assert str(failure) == (
         "production-APP-1: first boot failed at step start-app (systemctl status "
         "boot-start-app.service, /var/log/cloud-init-output.log)")
 
@@ -178,17 +183,9 @@ def test_the_boot_script_waits_while_the_boot_runs(tmp_path):
 
 
 def test_a_resumed_boot_counts_and_one_not_complete_is_named():
-    ssm = boto3.client("ssm", region_name="eu-west-1")
-    runner = BootRunner({HOSTS[0].instance_id: "boot complete",
-                         HOSTS[1].instance_id: "boot error"})
-    wait, out = waiter(ssm, runner)
-    with Stubber(ssm) as stub:
-        stub.add_response("describe_instance_information",
-                          online(*[h.instance_id for h in HOSTS]))
-        with pytest.raises(NotReady) as failure:
-            wait.wait(HOSTS, [])
-    assert str(failure.value) == (
+    failure, log = refused("boot complete", "boot error")
+    assert str(failure) == (
         "production-APP-1: first boot not complete, cloud-init says 'error' and "
         "/var/lib/platform-boot/complete is missing (cloud-init status --long; a resumed "
         "boot writes it at its end)")
-    assert "production-LB-01 (i-0000000000000000a): first boot done" in out.getvalue()
+    assert "production-LB-01 (i-0000000000000000a): first boot done" in log
