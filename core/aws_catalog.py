@@ -9,6 +9,7 @@ instance type or a region AWS opened later, raise the boto3/botocore pins
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import gzip
 import importlib.util
@@ -46,14 +47,15 @@ def instance_types() -> frozenset[str]:
     service = _data_dir() / "ec2"
     newest = max(path.name for path in service.iterdir() if (path / "service-2.json.gz").exists())
     text = gzip.decompress((service / newest / "service-2.json.gz").read_bytes()).decode()
-    for shape in _objects_named("InstanceType", text):
+    for _, shape in _objects_named("InstanceType", text):
         if "enum" in shape:
             return frozenset(shape["enum"])
     raise LookupError(f"no InstanceType enum in botocore's EC2 model {newest}")
 
 
 def _objects_named(key: str, text: str):
-    """Each JSON object that is the value of ``key`` anywhere in ``text``.
+    """Each JSON object that is the value of ``key`` anywhere in ``text``, with the offset in
+    ``text`` where it starts.
 
     botocore's files are megabytes of JSON of which one shape or one list is needed here:
     decoding only those takes milliseconds where parsing the whole file takes 0.03 to 0.1 s,
@@ -61,7 +63,7 @@ def _objects_named(key: str, text: str):
     """
     decoder = json.JSONDecoder()
     for match in re.finditer(rf'"{key}"\s*:\s*(?=\{{)', text):
-        yield decoder.raw_decode(text, match.end())[0]
+        yield match.end(), decoder.raw_decode(text, match.end())[0]
 
 
 @functools.cache
@@ -74,17 +76,17 @@ def region_partitions() -> dict[str, str]:
     same file but answers for the ``aws`` partition alone.
     """
     text = (_data_dir() / "endpoints.json").read_text(encoding="utf-8")
-    # Each partition object names itself before its region map.
+    # Each partition object names itself before its region map: a map's owner is the last
+    # name before it.
     names = [(m.start(), m[1]) for m in re.finditer(r'"partition"\s*:\s*"([^"]+)"', text)]
-    decoder = json.JSONDecoder()
+    starts = [start for start, _ in names]
     found: dict[str, str] = {}
-    for match in re.finditer(r'"regions"\s*:\s*(?=\{)', text):
-        owner = [name for start, name in names if start < match.start()]
-        regions = decoder.raw_decode(text, match.end())[0]
+    for offset, regions in _objects_named("regions", text):
+        owner = bisect.bisect_left(starts, offset) - 1
         # A partition's regions map each name to its description; nothing else does.
         for name, region in regions.items():
-            if owner and isinstance(region, dict) and "description" in region:
-                found[name] = owner[-1]
+            if owner >= 0 and isinstance(region, dict) and "description" in region:
+                found[name] = names[owner][1]
     return found
 
 
