@@ -122,10 +122,10 @@ def wait_for(balancer: Balancer, instance_id: str, wanted: str, elbv2, timeout: 
         sleep(POLL_SECONDS)
 
 
-def take_out(balancer: Balancer, host: str, elbv2, *, force: bool, timeout: float,
-             **waiting) -> None:
+def take_out(balancer: Balancer, host: str, elbv2, *, timeout: float, **waiting) -> None:
+    """Deregister ``host`` everywhere and wait until drained; ``refuse_if_last`` comes
+    first (the caller records the maintenance between the two)."""
     instance_id = _instance(balancer, host)
-    refuse_if_last(balancer, host, elbv2, force=force)
     for arn in balancer.target_groups.values():
         elbv2.deregister_targets(TargetGroupArn=arn, Targets=[
             {"Id": instance_id, "Port": _port(elbv2, arn)}])
@@ -306,8 +306,8 @@ def main(argv: list[str] | None = None, *, session=None, sleep=time.sleep,
             refuse_if_last(balancer, args.host, elbv2, force=args.force)
             # Recorded first: a deploy that starts meanwhile refuses rather than undoing it.
             record(ssm, parameter, {**recorded(ssm, parameter), args.host: now()})
-            take_out(balancer, args.host, elbv2, force=args.force, timeout=args.timeout,
-                     sleep=sleep, clock=clock)
+            take_out(balancer, args.host, elbv2, timeout=args.timeout, sleep=sleep,
+                     clock=clock)
             print(f"{args.host} is out of the NLB and drained; deploys of "
                   f"{args.environment} refuse until `in {args.host}` ({parameter})")
         elif args.action == "in":
